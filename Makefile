@@ -1,0 +1,49 @@
+# lieutenant: `make test` installs what the tests need and runs them all.
+GO      ?= go
+BIN     := bin/lieutenant
+PKGS    := ./...
+
+# Debian packages the tests start for real: program -> package.
+TEST_DEPS := haproxy:haproxy sshd:openssh-server ssh-keygen:openssh-client git:git sudo:sudo
+
+.PHONY: all build test deps check bench clean
+
+all: build
+
+build: $(BIN)
+
+$(BIN): $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
+	$(GO) build -trimpath -o $@ ./cmd/lieutenant
+
+## deps: install the Debian packages the integration tests run (real HAProxy,
+## OpenSSH, Git) when they are missing.
+deps:
+	@missing=""; \
+	for dep in $(TEST_DEPS); do \
+		prog=$${dep%%:*}; pkg=$${dep##*:}; \
+		command -v $$prog >/dev/null 2>&1 || [ -x /usr/sbin/$$prog ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" -ne 0 ]; then echo "need root to install$$missing: run 'sudo make deps'" >&2; exit 1; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $$missing || \
+		{ apt-get update && apt-get install -y --no-install-recommends $$missing; }; \
+	fi
+
+## check: formatting and vet.
+check:
+	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## test: everything, with the race detector; installs what it needs first.
+test: deps check
+	$(GO) test -race -count=1 $(PKGS)
+
+## bench: planning, a rollout over SSH hosts, history commits.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf bin

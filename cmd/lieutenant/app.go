@@ -1,0 +1,91 @@
+package main
+
+import (
+	"io"
+
+	"github.com/urfave/cli/v2"
+)
+
+type streams struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+func newApp(s streams) *cli.App {
+	return &cli.App{
+		Name:  "lieutenant",
+		Usage: "roll a Git-committed RPM manifest out to a fleet, batch by batch, behind a load balancer",
+		Description: `lieutenant reads its configuration from a Git repository at one revision (never the
+work tree): lieutenant.yaml names the environments, each with a release manifest (exact
+RPMs), an inventory of hosts and a playbook (batches, per-host steps, the gate between
+batches). Every run is recorded as a file on the history branch (lieutenant/runs).
+
+   lieutenant validate                    check every file, report every problem
+   lieutenant plan --env production       what would change, host by host
+   lieutenant run --env production        do it
+
+` + exitCodesHelp,
+		Writer:          s.out,
+		ErrWriter:       s.err,
+		Reader:          s.in,
+		HideHelpCommand: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "repo", Value: ".", EnvVars: []string{"LIEUTENANT_REPO"}, Usage: "deploy repository (a work tree or a bare repository)"},
+			&cli.StringFlag{Name: "rev", Value: "HEAD", EnvVars: []string{"LIEUTENANT_REV"}, Usage: "revision to read the configuration from (branch, tag, commit)"},
+		},
+		Commands:     withUsageErrors(validateCommand(s), planCommand(s), runCommand(s)),
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usagef("%v (see lieutenant --help)", err) },
+		// Errors are printed and mapped to exit codes by run, in one place.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+}
+
+func envFlag() cli.Flag {
+	return &cli.StringFlag{Name: "env", Aliases: []string{"e"}, Usage: "environment from lieutenant.yaml (required)"}
+}
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"}
+}
+
+func sshFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "known-hosts", Usage: "known_hosts file (repeatable); overrides ssh.known_hosts"},
+		&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key file (repeatable); overrides ssh.identity_files"},
+		&cli.StringFlag{Name: "ssh-user", Usage: "login user for hosts without one; overrides ssh.user"},
+	}
+}
+
+// checkUsage catches what urfave/cli does not: stray arguments, a missing
+// --env, an unknown --output.
+func checkUsage(c *cli.Context) error {
+	name := c.Command.Name
+	if c.Args().Present() {
+		return usagef("%s takes no arguments, got %q (see lieutenant %s --help)", name, c.Args().First(), name)
+	}
+	for _, f := range c.Command.Flags {
+		switch f.Names()[0] {
+		case "env":
+			if c.String("env") == "" {
+				return usagef("%s needs --env ENVIRONMENT, one of those in lieutenant.yaml (see lieutenant %s --help)", name, name)
+			}
+		case "output":
+			if o := c.String("output"); o != "table" && o != "json" {
+				return usagef("--output %q: use table or json", o)
+			}
+		}
+	}
+	return nil
+}
+
+// withUsageErrors makes a bad flag a one-line usage error (exit 2) instead
+// of urfave/cli's page of help.
+func withUsageErrors(cmds ...*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		name := c.Name
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return usagef("%s: %v (see lieutenant %s --help)", name, err, name)
+		}
+	}
+	return cmds
+}

@@ -1,0 +1,791 @@
+package lb
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HAProxy drives the servers of one backend through HAProxy's runtime API
+// (the "stats socket", which must be declared with "level admin").
+//
+// Every runtime API command travels on a connection of its own in HAProxy's
+// non-interactive mode: lieutenant writes one line and reads the reply until
+// HAProxy closes the connection. No connection is kept between calls, so an
+// HAProxy reload between two polls costs nothing, and an *HAProxy is safe for
+// concurrent use.
+//
+// How the contract maps onto HAProxy:
+//   - Servers reads `show stat <backend> 4 -1` (sessions, queue, status) and,
+//     when a status does not say which admin state the server is in ("DOWN"
+//     and "NOLB" look the same in ready and drain), `show servers state
+//     <backend>` for the exact admin bits.
+//   - Drain is `set server B/S state drain`, then polling until scur and qcur
+//     are 0, then `set server B/S state maint`. On timeout with KillSessions it
+//     is `set server B/S state maint` followed by `shutdown sessions server
+//     B/S`: maintenance first, so that no new persistent session can slip in
+//     between the two commands.
+//   - Enable is `set server B/S state ready`, then polling until the status is
+//     UP ("UP", "UP 1/2", or "no check" for an unchecked server). HAProxy 2.6
+//     starts a server leaving maintenance as UP before any check has run
+//     ("start OK but check immediately"), so a broken server would look up for
+//     a moment and take traffic. For a checked server in maintenance Enable
+//     therefore goes through drain (no load-balanced traffic), forces the
+//     health to down (`set server B/S health down`) and only then sets ready:
+//     the server comes up only when a check made after the enable passes, and
+//     an Enable takes at least one check interval ("inter", or "downinter"
+//     when set).
+//   - A server in maintenance reports HealthDown, as HAProxy does: checks are
+//     paused there.
+//   - A server whose check reports NOLB (stopping, e.g. "http-check
+//     disable-on-404") reports HealthDown: it takes no new traffic.
+type HAProxy struct {
+	addr     string // as configured, for messages
+	network  string
+	address  string
+	backend  string
+	poll     time.Duration
+	cmdLimit time.Duration
+	grace    time.Duration
+}
+
+// HAProxyOption changes a default of NewHAProxy.
+type HAProxyOption func(*HAProxy)
+
+// HAProxyPollInterval sets how often Drain and Enable look at the server while
+// they wait (default 50ms). A shorter interval finishes sooner after the last
+// session ends, at one runtime API connection per poll.
+func HAProxyPollInterval(d time.Duration) HAProxyOption {
+	return func(h *HAProxy) {
+		if d > 0 {
+			h.poll = d
+		}
+	}
+}
+
+// HAProxyCommandTimeout bounds one runtime API command, connect included,
+// when ctx has no earlier deadline (default 10s), so that a hung HAProxy
+// cannot stall a run forever.
+func HAProxyCommandTimeout(d time.Duration) HAProxyOption {
+	return func(h *HAProxy) {
+		if d > 0 {
+			h.cmdLimit = d
+		}
+	}
+}
+
+// NewHAProxy returns the adapter for backend on the runtime API at addr, which
+// is one of "ipv4@host:port", "ipv6@host:port", "host:port", "unix@/path" or
+// "/path" (the forms HAProxy's own "stats socket" line uses). It checks the
+// forms only; nothing is dialled until the first call.
+func NewHAProxy(addr, backend string, opts ...HAProxyOption) (*HAProxy, error) {
+	network, address, err := parseAPIAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy runtime API address %q: %w", addr, err)
+	}
+	if !validHAProxyName(backend) {
+		return nil, fmt.Errorf("haproxy backend %q: not a valid HAProxy proxy name (letters, digits, '.', '-', '_', ':')", backend)
+	}
+	h := &HAProxy{
+		addr:     addr,
+		network:  network,
+		address:  address,
+		backend:  backend,
+		poll:     50 * time.Millisecond,
+		cmdLimit: 10 * time.Second,
+		grace:    5 * time.Second,
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	return h, nil
+}
+
+// String names the adapter in logs: "haproxy ipv4@10.0.0.5:9999 backend web".
+func (h *HAProxy) String() string { return "haproxy " + h.addr + " backend " + h.backend }
+
+func parseAPIAddr(addr string) (network, address string, err error) {
+	hostPort := func(network, hp string) (string, string, error) {
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil {
+			// HAProxy writes IPv6 without brackets ("ipv6@::1:9999"): the
+			// port is after the last colon.
+			i := strings.LastIndexByte(hp, ':')
+			if i < 0 {
+				return "", "", errors.New("want host:port")
+			}
+			host, port = hp[:i], hp[i+1:]
+		}
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			return "", "", fmt.Errorf("bad port %q", port)
+		}
+		return network, net.JoinHostPort(host, port), nil
+	}
+	switch {
+	case strings.HasPrefix(addr, "unix@"):
+		p := strings.TrimPrefix(addr, "unix@")
+		if p == "" {
+			return "", "", errors.New("empty socket path")
+		}
+		return "unix", p, nil
+	case strings.HasPrefix(addr, "/"):
+		return "unix", addr, nil
+	case strings.HasPrefix(addr, "ipv4@"):
+		return hostPort("tcp4", strings.TrimPrefix(addr, "ipv4@"))
+	case strings.HasPrefix(addr, "ipv6@"):
+		return hostPort("tcp6", strings.TrimPrefix(addr, "ipv6@"))
+	case strings.Contains(addr, "@"):
+		return "", "", errors.New("want ipv4@host:port, ipv6@host:port, host:port, unix@/path or /path")
+	default:
+		return hostPort("tcp", addr)
+	}
+}
+
+// validHAProxyName accepts what HAProxy accepts in proxy and server names.
+// Checking it also keeps a name from carrying ';' or a newline into a runtime
+// API line, where it would start a second command.
+func validHAProxyName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '-', c == '_', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxReply bounds what one command may return; `show stat` of one backend is
+// a few hundred bytes per server.
+const maxReply = 16 << 20
+
+// command sends one line to the runtime API and returns the whole reply.
+func (h *HAProxy) command(ctx context.Context, cmd string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	d := net.Dialer{Timeout: h.cmdLimit}
+	conn, err := d.DialContext(ctx, h.network, h.address)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("haproxy runtime API at %s: %w", h.addr, ctx.Err())
+		}
+		return "", fmt.Errorf("haproxy runtime API at %s is unreachable: %w", h.addr, err)
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(h.cmdLimit)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	_ = conn.SetDeadline(deadline)
+	// A cancelled ctx has no deadline to copy: expire the connection's
+	// instead, which unblocks the read at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	_, err = io.WriteString(conn, cmd+"\n")
+	var reply []byte
+	if err == nil {
+		reply, err = io.ReadAll(io.LimitReader(conn, maxReply))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("haproxy runtime API at %s: %q: %w", h.addr, cmd, ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+				err = context.DeadlineExceeded
+			} else {
+				err = fmt.Errorf("no reply within %s: %w", h.cmdLimit, err)
+			}
+		}
+		return "", fmt.Errorf("haproxy runtime API at %s: %q: %w", h.addr, cmd, err)
+	}
+	return string(reply), nil
+}
+
+// replyError turns a runtime API reply to an action command into an error:
+// HAProxy answers a successful "set server" with an empty line and a failed
+// one with a sentence.
+func replyError(reply string) error {
+	r := strings.TrimSpace(reply)
+	if r == "" {
+		return nil
+	}
+	switch {
+	case strings.HasPrefix(r, "No such server"), strings.HasPrefix(r, "Can't find server"):
+		return fmt.Errorf("haproxy says %q: %w", r, ErrUnknownServer)
+	case strings.HasPrefix(r, "No such backend"), strings.HasPrefix(r, "Can't find backend"),
+		strings.HasPrefix(r, "No such proxy"):
+		return fmt.Errorf("haproxy says %q: %w", r, ErrUnknownBackend)
+	case strings.Contains(r, "Permission denied"):
+		return fmt.Errorf("haproxy says %q: the stats socket needs \"level admin\"", r)
+	}
+	return fmt.Errorf("haproxy says %q", r)
+}
+
+// action sends a command that answers nothing on success.
+func (h *HAProxy) action(ctx context.Context, cmd string) error {
+	reply, err := h.command(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if err := replyError(reply); err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	return nil
+}
+
+func (h *HAProxy) setState(ctx context.Context, server string, a Admin) error {
+	return h.action(ctx, "set server "+h.backend+"/"+server+" state "+string(a))
+}
+
+// haServer is a Server plus what only the adapter needs.
+type haServer struct {
+	Server
+	checked     bool   // health checks enabled; read only when state is asked for exact
+	checkStatus string // "L7OK", "L4CON"... as `show stat` shows it
+	checkDesc   string // "Layer4 connection problem"...
+}
+
+// statRow is one server line of `show stat`.
+type statRow struct {
+	Backend, Name    string
+	Queued, Sessions int
+	Status           string
+	CheckStatus      string
+	CheckDesc        string
+}
+
+// parseStat reads `show stat` CSV by column name, keeping the server rows of
+// backend. Columns are looked up by header because HAProxy only promises the
+// order of the first fields.
+func parseStat(reply, backend string) ([]statRow, error) {
+	if !strings.HasPrefix(reply, "# ") {
+		if err := replyError(reply); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("show stat: empty reply")
+	}
+	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(reply, "# ")))
+	r.FieldsPerRecord = -1
+	r.LazyQuotes = true
+	header, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("show stat header: %w", err)
+	}
+	col := make(map[string]int, len(header))
+	for i, name := range header {
+		col[name] = i
+	}
+	for _, need := range []string{"pxname", "svname", "qcur", "scur", "status"} {
+		if _, ok := col[need]; !ok {
+			return nil, fmt.Errorf("show stat: no %q column in header", need)
+		}
+	}
+	field := func(rec []string, name string) string {
+		i, ok := col[name]
+		if !ok || i >= len(rec) {
+			return ""
+		}
+		return rec[i]
+	}
+	number := func(rec []string, name string) (int, error) {
+		v := field(rec, name)
+		if v == "" {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("show stat: %s=%q: %w", name, v, err)
+		}
+		return n, nil
+	}
+	var rows []statRow
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("show stat: %w", err)
+		}
+		if field(rec, "pxname") != backend {
+			continue
+		}
+		switch field(rec, "svname") {
+		case "FRONTEND", "BACKEND":
+			continue
+		}
+		row := statRow{
+			Backend:   backend,
+			Name:      field(rec, "svname"),
+			Status:    field(rec, "status"),
+			CheckDesc: field(rec, "check_desc"),
+			// "* " marks a check in progress; the status after it is the
+			// last completed one.
+			CheckStatus: strings.TrimPrefix(field(rec, "check_status"), "* "),
+		}
+		if row.Queued, err = number(rec, "qcur"); err != nil {
+			return nil, err
+		}
+		if row.Sessions, err = number(rec, "scur"); err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// parseStatus maps the status column of `show stat` (HAProxy 2.6,
+// stats_fill_sv_stats) to the admin state and health it shows. exact is false
+// when the status leaves the admin state open: a stopped or stopping server
+// shows "DOWN" or "NOLB" whether it is ready or draining.
+func parseStatus(status string) (admin Admin, health Health, exact bool) {
+	word, _, _ := strings.Cut(status, " ")
+	switch word {
+	case "MAINT": // "MAINT", "MAINT (via b/s)", "MAINT (resolution)"
+		return AdminMaint, HealthDown, true
+	case "DRAIN": // "DRAIN", "DRAIN 1/2" (going down), "DRAIN (agent)"
+		return AdminDrain, HealthUp, true
+	case "UP": // "UP", "UP 1/2" (up, last check failed)
+		return AdminReady, HealthUp, true
+	case "no":
+		if status == "no check" {
+			return AdminReady, HealthNoCheck, true
+		}
+	case "DOWN", "NOLB": // "DOWN", "DOWN 1/2" (going up), "DOWN (agent)", "NOLB", "NOLB 1/2"
+		return AdminReady, HealthDown, false
+	}
+	return AdminReady, HealthDown, false
+}
+
+// stateRow is one line of `show servers state`.
+type stateRow struct {
+	Name       string
+	OpState    int // 0 stopped, 1 starting, 2 running, 3 stopping
+	AdminBits  int // SRV_ADMF_* mask
+	CheckState int // CHK_ST_* mask
+}
+
+// Admin state bits of `show servers state` (management.txt, "show servers
+// state").
+const (
+	admFMaint = 0x01 // forced into maintenance
+	admIMaint = 0x02 // inherited from a tracked server
+	admCMaint = 0x04 // "disabled" in the configuration
+	admFDrain = 0x08 // forced into drain
+	admIDrain = 0x10 // inherited drain
+	admRMaint = 0x20 // DNS resolution failed
+	chkEnable = 0x04 // CHK_ST_ENABLED: the server's health check runs
+)
+
+// parseServersState reads `show servers state`: a version line, a "# "
+// header and one space-separated line per server; it keeps backend's.
+func parseServersState(reply, backend string) ([]stateRow, error) {
+	lines := strings.Split(strings.TrimSpace(reply), "\n")
+	if len(lines) < 2 || !strings.HasPrefix(lines[1], "# ") {
+		if err := replyError(reply); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("show servers state: unexpected reply %q", firstLine(reply))
+	}
+	if v := strings.TrimSpace(lines[0]); v != "1" {
+		return nil, fmt.Errorf("show servers state: format version %q, want 1", v)
+	}
+	col := map[string]int{}
+	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
+		col[name] = i
+	}
+	for _, need := range []string{"be_name", "srv_name", "srv_op_state", "srv_admin_state", "srv_check_state"} {
+		if _, ok := col[need]; !ok {
+			return nil, fmt.Errorf("show servers state: no %q column in header", need)
+		}
+	}
+	var rows []stateRow
+	for _, line := range lines[2:] {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if i := col["be_name"]; i >= len(f) || f[i] != backend {
+			continue
+		}
+		get := func(name string) (int, error) {
+			i := col[name]
+			if i >= len(f) {
+				return 0, fmt.Errorf("show servers state: short line %q", line)
+			}
+			n, err := strconv.Atoi(f[i])
+			if err != nil {
+				return 0, fmt.Errorf("show servers state: %s=%q: %w", name, f[i], err)
+			}
+			return n, nil
+		}
+		var row stateRow
+		var err error
+		if i := col["srv_name"]; i < len(f) {
+			row.Name = f[i]
+		}
+		if row.OpState, err = get("srv_op_state"); err != nil {
+			return nil, err
+		}
+		if row.AdminBits, err = get("srv_admin_state"); err != nil {
+			return nil, err
+		}
+		if row.CheckState, err = get("srv_check_state"); err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// adminOf and healthOf read the exact state from `show servers state`.
+func (r stateRow) adminOf() Admin {
+	switch {
+	case r.AdminBits&(admFMaint|admIMaint|admCMaint|admRMaint) != 0:
+		return AdminMaint
+	case r.AdminBits&(admFDrain|admIDrain) != 0:
+		return AdminDrain
+	}
+	return AdminReady
+}
+
+func (r stateRow) healthOf() Health {
+	switch r.OpState {
+	case 1, 2: // starting (slowstart) or running
+		if r.CheckState&chkEnable == 0 {
+			return HealthNoCheck
+		}
+		return HealthUp
+	}
+	return HealthDown // stopped, or stopping (NOLB): no new traffic either way
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
+}
+
+func (h *HAProxy) stat(ctx context.Context) ([]statRow, error) {
+	// HAProxy 2.6 looks the argument up as a name before reading it as a
+	// proxy id, so a backend named "2" is still found by name.
+	reply, err := h.command(ctx, "show stat "+h.backend+" 4 -1")
+	if err != nil {
+		return nil, err
+	}
+	rows, err := parseStat(reply, h.backend)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", h.backend, err)
+	}
+	return rows, nil
+}
+
+// state reads the backend. With exact, or when a status leaves the admin
+// state open, it also reads `show servers state` for the admin bits.
+func (h *HAProxy) state(ctx context.Context, exact bool) ([]haServer, error) {
+	rows, err := h.stat(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]haServer, len(rows))
+	for i, r := range rows {
+		admin, health, ok := parseStatus(r.Status)
+		exact = exact || !ok
+		out[i] = haServer{
+			Server:      Server{Name: r.Name, Admin: admin, Health: health, Sessions: r.Sessions, Queued: r.Queued},
+			checkStatus: r.CheckStatus,
+			checkDesc:   r.CheckDesc,
+		}
+	}
+	if !exact {
+		return out, nil
+	}
+	reply, err := h.command(ctx, "show servers state "+h.backend)
+	if err != nil {
+		return nil, err
+	}
+	states, err := parseServersState(reply, h.backend)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", h.backend, err)
+	}
+	byName := make(map[string]stateRow, len(states))
+	for _, s := range states {
+		byName[s.Name] = s
+	}
+	for i := range out {
+		if s, ok := byName[out[i].Name]; ok {
+			out[i].Admin, out[i].Health = s.adminOf(), s.healthOf()
+			out[i].checked = s.CheckState&chkEnable != 0
+		}
+	}
+	return out, nil
+}
+
+func plain(hs []haServer) []Server {
+	s := make([]Server, len(hs))
+	for i, h := range hs {
+		s[i] = h.Server
+	}
+	return s
+}
+
+func findHA(hs []haServer, name string) (haServer, error) {
+	for _, s := range hs {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return haServer{}, unknownServer(plain(hs))
+}
+
+// Servers returns the servers of the backend in configuration order.
+func (h *HAProxy) Servers(ctx context.Context) ([]Server, error) {
+	hs, err := h.state(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("servers of %s: %w", h.backend, err)
+	}
+	return plain(hs), nil
+}
+
+// Drain implements Balancer.Drain; see the type's comment for the commands.
+func (h *HAProxy) Drain(ctx context.Context, server string, opts DrainOptions) error {
+	if err := h.drain(ctx, server, opts); err != nil {
+		return fmt.Errorf("drain %s/%s: %w", h.backend, server, err)
+	}
+	return nil
+}
+
+func (h *HAProxy) drain(ctx context.Context, server string, opts DrainOptions) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !validHAProxyName(server) {
+		return fmt.Errorf("not a valid HAProxy server name: %w", ErrUnknownServer)
+	}
+	hs, err := h.state(ctx, false)
+	if err != nil {
+		return err
+	}
+	s, err := findHA(hs, server)
+	if err != nil {
+		return err
+	}
+	if s.Admin == AdminMaint {
+		return nil
+	}
+	prev := s.Admin
+	if prev != AdminDrain {
+		if err := h.setState(ctx, server, AdminDrain); err != nil {
+			return err
+		}
+	}
+
+	timeout := opts.EffectiveTimeout()
+	waitCtx, cancel := context.WithTimeout(ctx, timeout)
+	last, err := h.waitIdle(waitCtx, server)
+	cancel()
+	switch {
+	case err == nil:
+		return h.setState(ctx, server, AdminMaint)
+	case ctx.Err() != nil:
+		return errors.Join(
+			fmt.Errorf("waiting for %d sessions to end: %w", last.Sessions, ctx.Err()),
+			h.restore(ctx, server, prev))
+	case !errors.Is(err, context.DeadlineExceeded):
+		return errors.Join(err, h.restore(ctx, server, prev))
+	case opts.KillSessions:
+		return h.kill(ctx, server)
+	}
+	if rerr := h.restore(ctx, server, prev); rerr != nil {
+		return errors.Join(fmt.Errorf("%d sessions and %d queued after %s: %w", last.Sessions, last.Queued, timeout, ErrDrainTimeout), rerr)
+	}
+	return fmt.Errorf("%d sessions and %d queued after %s, put back to %s: %w",
+		last.Sessions, last.Queued, timeout, prev, ErrDrainTimeout)
+}
+
+// waitIdle polls until the server has no session and nothing queued. It
+// returns the last row it saw, for messages.
+func (h *HAProxy) waitIdle(ctx context.Context, server string) (statRow, error) {
+	var last statRow
+	for {
+		rows, err := h.stat(ctx)
+		if err != nil {
+			return last, err
+		}
+		found := false
+		for _, r := range rows {
+			if r.Name == server {
+				last, found = r, true
+			}
+		}
+		if !found {
+			return last, ErrUnknownServer // removed while we waited
+		}
+		if last.Sessions == 0 && last.Queued == 0 {
+			return last, nil
+		}
+		if err := sleep(ctx, h.poll); err != nil {
+			return last, err
+		}
+	}
+}
+
+// kill ends a drain that ran out of time: maintenance first, so no new
+// persistent session lands between the two commands, then the sessions go.
+func (h *HAProxy) kill(ctx context.Context, server string) error {
+	if err := h.setState(ctx, server, AdminMaint); err != nil {
+		return err
+	}
+	if err := h.action(ctx, "shutdown sessions server "+h.backend+"/"+server); err != nil {
+		return err
+	}
+	// Shutdown is asynchronous; wait a little for the count to reach zero so
+	// that "drained" still means "no sessions" to the caller.
+	waitCtx, cancel := context.WithTimeout(ctx, h.grace)
+	defer cancel()
+	last, err := h.waitIdle(waitCtx, server)
+	if err != nil {
+		return fmt.Errorf("in maintenance, but %d sessions still open after shutdown sessions: %w", last.Sessions, err)
+	}
+	return nil
+}
+
+// restore puts the admin state back after a failed drain. It runs with a
+// grace period of its own because ctx may be the reason the drain failed.
+func (h *HAProxy) restore(ctx context.Context, server string, prev Admin) error {
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.grace)
+	defer cancel()
+	if err := h.setState(gctx, server, prev); err != nil {
+		return fmt.Errorf("putting it back to %s failed, it is left draining: %w", prev, err)
+	}
+	return nil
+}
+
+// Enable implements Balancer.Enable; see the type's comment for the commands.
+func (h *HAProxy) Enable(ctx context.Context, server string, opts EnableOptions) error {
+	if err := h.enable(ctx, server, opts); err != nil {
+		return fmt.Errorf("enable %s/%s: %w", h.backend, server, err)
+	}
+	return nil
+}
+
+func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !validHAProxyName(server) {
+		return fmt.Errorf("not a valid HAProxy server name: %w", ErrUnknownServer)
+	}
+	hs, err := h.state(ctx, true)
+	if err != nil {
+		return err
+	}
+	s, err := findHA(hs, server)
+	if err != nil {
+		return err
+	}
+	if s.Serving() {
+		return nil
+	}
+	if s.Admin == AdminMaint && s.checked {
+		// Leave maintenance through drain with the health forced down, so
+		// that only a check made from now on can bring the server up (see
+		// the type's comment).
+		if err := h.setState(ctx, server, AdminDrain); err != nil {
+			return err
+		}
+		if err := h.action(ctx, "set server "+h.backend+"/"+server+" health down"); err != nil {
+			return errors.Join(err, h.backToMaint(ctx, server))
+		}
+	}
+	if err := h.setState(ctx, server, AdminReady); err != nil {
+		return errors.Join(err, h.backToMaint(ctx, server))
+	}
+
+	timeout := opts.EffectiveTimeout()
+	waitCtx, cancel := context.WithTimeout(ctx, timeout)
+	last, err := h.waitUp(waitCtx, server)
+	cancel()
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return errors.Join(fmt.Errorf("waiting for the health check: %w", ctx.Err()), h.backToMaint(ctx, server))
+	case !errors.Is(err, context.DeadlineExceeded):
+		return errors.Join(err, h.backToMaint(ctx, server))
+	}
+	check := last.CheckStatus
+	if last.CheckDesc != "" {
+		check += " (" + last.CheckDesc + ")"
+	}
+	if check == "" {
+		check = "none"
+	}
+	if merr := h.backToMaint(ctx, server); merr != nil {
+		return errors.Join(fmt.Errorf("status %q after %s: %w", last.Status, timeout, ErrNotHealthy), merr)
+	}
+	return fmt.Errorf("status %q after %s, last check %s; put back in maintenance: %w",
+		last.Status, timeout, check, ErrNotHealthy)
+}
+
+// waitUp polls until the server is ready and up (or unchecked).
+func (h *HAProxy) waitUp(ctx context.Context, server string) (statRow, error) {
+	var last statRow
+	for {
+		rows, err := h.stat(ctx)
+		if err != nil {
+			return last, err
+		}
+		found := false
+		for _, r := range rows {
+			if r.Name == server {
+				last, found = r, true
+			}
+		}
+		if !found {
+			return last, ErrUnknownServer
+		}
+		if a, hl, _ := parseStatus(last.Status); a == AdminReady && hl != HealthDown {
+			return last, nil
+		}
+		if err := sleep(ctx, h.poll); err != nil {
+			return last, err
+		}
+	}
+}
+
+// backToMaint takes a server that failed to come up out of service again, with
+// its own grace period because ctx may have ended.
+func (h *HAProxy) backToMaint(ctx context.Context, server string) error {
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.grace)
+	defer cancel()
+	if err := h.setState(gctx, server, AdminMaint); err != nil {
+		return fmt.Errorf("putting it back in maintenance failed: %w", err)
+	}
+	return nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,232 @@
+package lb_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
+	"github.com/lieutenant-deploy/lieutenant/lb/lbtest"
+	"github.com/lieutenant-deploy/lieutenant/testenv"
+)
+
+// haproxyFleet is a real haproxy in front of three test backends.
+type haproxyFleet struct {
+	hp       *testenv.HAProxy
+	backends map[string]*testenv.HTTPBackend
+	bal      *lb.HAProxy
+}
+
+func startHAProxyFleet(t *testing.T) haproxyFleet { return startHAProxyFleetTB(t) }
+
+func startHAProxyFleetTB(t testing.TB) haproxyFleet {
+	t.Helper()
+	names := []string{"web1", "web2", "web3"}
+	f := haproxyFleet{backends: map[string]*testenv.HTTPBackend{}}
+	var addrs []string
+	for _, n := range names {
+		b := testenv.StartHTTPBackend(t, n)
+		f.backends[n] = b
+		addrs = append(addrs, b.Addr)
+	}
+	f.hp = testenv.StartHAProxy(t, addrs, testenv.HAProxyServerNames(names...))
+	bal, err := lb.NewHAProxy(f.hp.APIAddr, f.hp.Backend, lb.HAProxyPollInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.bal = bal
+	return f
+}
+
+func TestHAProxyConformance(t *testing.T) {
+	lbtest.RunConformance(t, func(t *testing.T) lbtest.Harness {
+		f := startHAProxyFleet(t)
+		return lbtest.Harness{
+			Balancer:    f.bal,
+			Servers:     f.hp.Servers,
+			SetHealthy:  func(s string, ok bool) { f.backends[s].SetHealthy(ok) },
+			HoldSession: func(s string) func() { return f.hp.HoldSession(t, s, f.backends[s]) },
+			// inter 100ms, rise 1.
+			EnableTimeout: 5 * time.Second,
+		}
+	})
+}
+
+// A drain and an enable of an idle, healthy server, as a rollout does them,
+// timed against real HAProxy (inter 100ms, rise 1).
+func TestHAProxyDrainEnableCycle(t *testing.T) {
+	f := startHAProxyFleet(t)
+	ctx := t.Context()
+	const rounds = 5
+	var drains, enables time.Duration
+	for range rounds {
+		start := time.Now()
+		if err := f.bal.Drain(ctx, "web2", lb.DrainOptions{Timeout: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		mid := time.Now()
+		if err := f.bal.Enable(ctx, "web2", lb.EnableOptions{Timeout: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		drains += mid.Sub(start)
+		enables += time.Since(mid)
+	}
+	t.Logf("mean over %d rounds: drain %s, enable %s", rounds, drains/rounds, enables/rounds)
+	if !strings.Contains(f.hp.Log(), "web/web2 is UP") {
+		t.Errorf("haproxy never logged web2 coming up after a check:\n%s", f.hp.Log())
+	}
+}
+
+// An enable must wait for a check made after it: a server that went into
+// maintenance healthy and broke meanwhile must not come back, not even for
+// the moment HAProxy 2.6 would show it "UP" before its first check.
+func TestHAProxyEnableIgnoresStaleUp(t *testing.T) {
+	f := startHAProxyFleet(t)
+	ctx := t.Context()
+	if err := f.bal.Drain(ctx, "web1", lb.DrainOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.backends["web1"].SetHealthy(false)
+	err := f.bal.Enable(ctx, "web1", lb.EnableOptions{Timeout: time.Second})
+	if !errors.Is(err, lb.ErrNotHealthy) {
+		t.Fatalf("Enable: err = %v, want ErrNotHealthy", err)
+	}
+	t.Logf("error: %v", err)
+	// HAProxy logs "is UP" for the server whenever it takes traffic.
+	for _, line := range strings.Split(f.hp.Log(), "\n") {
+		if strings.Contains(line, "web/web1 is UP") && !strings.Contains(line, "DRAIN") {
+			t.Errorf("web1 was put in service while unhealthy: %s", line)
+		}
+	}
+}
+
+func TestHAProxyUnreachableAPI(t *testing.T) {
+	// A port that was just free: nothing listens there.
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "ipv4@" + l.Addr().String()
+	l.Close()
+	bal, err := lb.NewHAProxy(addr, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	for name, call := range map[string]func() error{
+		"Servers": func() error { _, err := bal.Servers(ctx); return err },
+		"Drain":   func() error { return bal.Drain(ctx, "web1", lb.DrainOptions{}) },
+		"Enable":  func() error { return bal.Enable(ctx, "web1", lb.EnableOptions{}) },
+	} {
+		err := call()
+		if err == nil || !strings.Contains(err.Error(), addr) {
+			t.Errorf("%s: err = %v, want one naming %s", name, err, addr)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("failing on an unreachable API took %s", d)
+	}
+}
+
+func TestHAProxyUnknownBackend(t *testing.T) {
+	f := startHAProxyFleet(t)
+	bal, err := lb.NewHAProxy(f.hp.APIAddr, "nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bal.Servers(t.Context())
+	if !errors.Is(err, lb.ErrUnknownBackend) || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("Servers: err = %v, want ErrUnknownBackend naming the backend", err)
+	}
+	err = bal.Drain(t.Context(), "web1", lb.DrainOptions{})
+	if !errors.Is(err, lb.ErrUnknownBackend) || !strings.Contains(err.Error(), "drain nope/web1") {
+		t.Fatalf("Drain: err = %v", err)
+	}
+}
+
+// A server name that would smuggle a second command into the runtime API line
+// is refused before anything is sent.
+func TestHAProxyRefusesInjectedName(t *testing.T) {
+	f := startHAProxyFleet(t)
+	err := f.bal.Drain(t.Context(), "web1;set server web/web2 state maint", lb.DrainOptions{})
+	if !errors.Is(err, lb.ErrUnknownServer) {
+		t.Fatalf("err = %v, want ErrUnknownServer", err)
+	}
+	for _, s := range []string{"web1", "web2"} {
+		srv, _ := lb.Find(mustServers(t, f.bal), s)
+		if !srv.Serving() {
+			t.Errorf("%s changed: %+v", s, srv)
+		}
+	}
+}
+
+func mustServers(t *testing.T, b lb.Balancer) []lb.Server {
+	t.Helper()
+	s, err := b.Servers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestNewHAProxyRejects(t *testing.T) {
+	for _, c := range []struct{ addr, backend string }{
+		{"abns@x", "web"},
+		{"127.0.0.1", "web"},
+		{"127.0.0.1:9999", ""},
+		{"127.0.0.1:9999", "web;show info"},
+	} {
+		if _, err := lb.NewHAProxy(c.addr, c.backend); err == nil {
+			t.Errorf("NewHAProxy(%q, %q) accepted", c.addr, c.backend)
+		}
+	}
+}
+
+// BenchmarkHAProxyServers is one poll: a runtime API connection and a parse.
+func BenchmarkHAProxyServers(b *testing.B) {
+	f := startHAProxyFleetTB(b)
+	ctx := b.Context()
+	for b.Loop() {
+		if _, err := f.bal.Servers(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHAProxyDrainEnable is a rollout's balancer work for one idle host;
+// the enable waits for a real check (inter 100ms), which dominates.
+func BenchmarkHAProxyDrainEnable(b *testing.B) {
+	f := startHAProxyFleetTB(b)
+	ctx := b.Context()
+	for b.Loop() {
+		if err := f.bal.Drain(ctx, "web1", lb.DrainOptions{Timeout: 5 * time.Second}); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.bal.Enable(ctx, "web1", lb.EnableOptions{Timeout: 5 * time.Second}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The show commands take a proxy name or id; a backend named "2" must be
+// found by its name although proxy id 2 is the frontend here.
+func TestHAProxyNumericBackendName(t *testing.T) {
+	b1, b2 := testenv.StartHTTPBackend(t, "web1"), testenv.StartHTTPBackend(t, "web2")
+	hp := testenv.StartHAProxy(t, []string{b1.Addr, b2.Addr}, testenv.HAProxyBackend("2"))
+	bal, err := lb.NewHAProxy(hp.APIAddr, "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bal.Drain(t.Context(), "web1", lb.DrainOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	servers := mustServers(t, bal)
+	if len(servers) != 2 || servers[0].Admin != lb.AdminMaint || !servers[1].Serving() {
+		t.Fatalf("servers = %+v", servers)
+	}
+}

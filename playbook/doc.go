@@ -1,0 +1,26 @@
+// Package playbook owns what a rollout is made of and how it runs: the
+// formats (lieutenant.yaml, release manifests, inventories, playbooks) with
+// their strict validation, the pure planner that cuts hosts into batches, the
+// step vocabulary, and the Runner that executes a plan.
+//
+// The flow is Load (files at one Git revision) -> Inspect (read installed
+// versions over SSH) -> MakePlan (pure) -> Runner.Run. The Runner reaches
+// hosts only through transport.Connector and the load balancer only through
+// lb.Balancer, so tests can put fakes at those seams and the docker-compose
+// fleet only adds hosts.
+//
+// Invariants a run keeps:
+//   - Validation reports every problem of every file at once, each with
+//     file, line and field; nothing runs on invalid input.
+//   - Package names and versions match RPM's grammar before they reach any
+//     command, and template values are shell-quoted in shell commands.
+//   - Nothing changes on any host until every host is reachable with a
+//     verified host key, the balancer knows every server, the backend can spare
+//     the batch, and the preflight steps passed (else *RefusedError).
+//   - A host whose change or verification failed is never left in service;
+//     a host that was taken out and not changed is always put back.
+//   - After a failure beyond strategy.max_failures no further host starts;
+//     hosts already in flight finish their steps.
+//   - The record is saved at every state change, before the next host or
+//     batch starts; if it cannot be saved the run stops.
+package playbook

@@ -1,0 +1,216 @@
+package playbook
+
+import (
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// validRepo is testdata/valid as an in-memory tree that cases modify.
+func validRepo(t *testing.T) fstest.MapFS {
+	t.Helper()
+	m := fstest.MapFS{}
+	root := "testdata/valid"
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		m[filepath.ToSlash(rel)] = &fstest.MapFile{Data: data}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "golden", name+".golden")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./playbook -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run with -update if the change is intended)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestLoadValid(t *testing.T) {
+	dep, err := Load(validRepo(t), "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dep.Manifest.Release; got != "2026.11.3" {
+		t.Errorf("release = %q", got)
+	}
+	var nevras []string
+	for _, p := range dep.Manifest.Packages {
+		nevras = append(nevras, p.NEVRA())
+	}
+	if got, want := strings.Join(nevras, " "), "hello-web-1.1.0-1.x86_64 hello-worker-2.0.1-3.el9"; got != want {
+		t.Errorf("packages = %s, want %s", got, want)
+	}
+	var hosts []string
+	for _, h := range dep.Hosts {
+		hosts = append(hosts, h.Name)
+	}
+	if got, want := strings.Join(hosts, " "), "web-1 web-2 web-3 web-4 web-5"; got != want {
+		t.Errorf("selected hosts = %s, want %s", got, want)
+	}
+	env := dep.Environment
+	if env.Balancer.Type != "haproxy" || env.Balancer.MinUp != 2 || !env.SSH.Sudo || env.SSH.User != "deploy" {
+		t.Errorf("environment = %+v", env)
+	}
+	web5, _ := dep.Inventory.Host("web-5")
+	if tgt := env.Target(web5); tgt.Port != 2222 || tgt.User != "admin" {
+		t.Errorf("web-5 target = %+v, want port 2222 user admin", tgt)
+	}
+	web1, _ := dep.Inventory.Host("web-1")
+	if tgt := env.Target(web1); tgt.Port != 22 || tgt.User != "deploy" {
+		t.Errorf("web-1 target = %+v, want defaults port 22 user deploy", tgt)
+	}
+	var kinds []string
+	for _, s := range dep.Playbook.Steps {
+		kinds = append(kinds, s.Kind())
+	}
+	if got, want := strings.Join(kinds, " "), "balancer.drain packages.install service.restart http.check balancer.enable"; got != want {
+		t.Errorf("steps = %s, want %s", got, want)
+	}
+	if g := dep.Playbook.Gate; g.Approval != ApprovalPrompt || g.Soak.String() != "30s" || len(g.Checks) != 1 {
+		t.Errorf("gate = %+v", g)
+	}
+	if _, err := ValidateAll(validRepo(t)); err != nil {
+		t.Errorf("ValidateAll: %v", err)
+	}
+}
+
+func TestLoadUnknownEnvironment(t *testing.T) {
+	_, err := Load(validRepo(t), "prod")
+	var ue *UnknownEnvironmentError
+	if !errors.As(err, &ue) || err.Error() != `environment "prod" is not in lieutenant.yaml (known: production, staging)` {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestValidationErrors checks the messages a user sees for bad input. Each
+// case replaces files of the valid repository; the golden file holds every
+// problem reported, which must all come out in one go.
+func TestValidationErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		files map[string]string
+	}{
+		{"invalid-yaml", map[string]string{"releases/production.yaml": "release: 1\npackages: [\n"}},
+		{"shell-metacharacter-in-package", map[string]string{"releases/production.yaml": `
+release: 2026.11.3
+packages:
+  - "hello; rm -rf /"
+  - {name: "hello-web$(id)", version: 1.0, release: "1"}
+  - hello-web-1.0.0-1.x86_64
+  - hello-web-1.1.0-1.x86_64
+  - "hello-worker-2.0-1 .x86_64"
+`}},
+		{"manifest-missing-fields", map[string]string{"releases/production.yaml": `
+packages:
+  - {name: hello-web, version: 1.0}
+  - just-a-name
+releas: 2026.11.3
+`}},
+		{"inventory-host-without-address", map[string]string{"inventory/production.yaml": `
+hosts:
+  web-1: {address: 10.0.1.11}
+  web-2: {balancer_server: web2}
+  web-3: {address: "10.0.1.13; reboot", port: 70000}
+  "bad host": {address: 10.0.1.14}
+groups:
+  web: ["web-*", "app-*"]
+`}},
+		{"playbook-selects-no-hosts", map[string]string{"playbooks/web.yaml": `
+hosts: [app, "db-*9"]
+steps:
+  - service.restart: hello-web
+`}},
+		{"unknown-steps-and-fields", map[string]string{"playbooks/web.yaml": `
+hosts: web
+strategy: {batches: [0, "150%", lots], max_parallel: 0, max_failure: 1}
+preflight:
+  - service.restart: hello-web
+steps:
+  - balancer.drain: {timout: 60s}
+  - packages.install: {manager: apt}
+  - servce.restart: hello-web
+  - service.restart: "hello web; reboot"
+  - http.check: {url: "http://{{ .Host.Adress }}:8080/health", status: 2000}
+  - sleep: 5
+  - command.run: ""
+gate:
+  approval: sometimes
+  soak: forever
+`}},
+		{"drain-without-enable", map[string]string{"playbooks/web.yaml": `
+hosts: web
+steps:
+  - balancer.drain
+  - packages.install
+`}},
+		{"config-problems", map[string]string{"lieutenant.yaml": `
+environments:
+  production:
+    manifest: ../elsewhere/production.yaml
+    inventory: inventory/production.yaml
+    balancer: {type: f5, min_up: -1}
+    ssh: {port: "twenty-two", command_timeout: 0s}
+  Staging:
+    manifest: releases/staging.yaml
+`}},
+		{"missing-files", map[string]string{"lieutenant.yaml": `
+environments:
+  production:
+    manifest: releases/prod.yaml
+    inventory: inventory/production.yaml
+    playbook: playbooks/web.yml
+`}},
+		{"wrong-types", map[string]string{"playbooks/web.yaml": `
+hosts: {web: true}
+strategy: halves
+steps: balancer.drain
+gate: [soak]
+`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			repo := validRepo(t)
+			for name, data := range tc.files {
+				repo[name] = &fstest.MapFile{Data: []byte(strings.TrimPrefix(data, "\n"))}
+			}
+			_, err := ValidateAll(repo)
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("ValidateAll = %v, want a *ValidationError", err)
+			}
+			golden(t, "errors-"+tc.name, err.Error()+"\n")
+		})
+	}
+}

@@ -1,0 +1,176 @@
+package playbook
+
+import (
+	"fmt"
+)
+
+// Plan is what a run will do, computed without any I/O from a deployment and
+// (unless offline) the versions the hosts have now.
+type Plan struct {
+	Environment string
+	Release     string
+	Packages    []Package
+	Strategy    Strategy
+	Batches     []Batch
+	// UpToDate hosts already have every package at the wanted version and
+	// are not touched.
+	UpToDate  []HostPlan
+	Preflight []Step
+	Steps     []Step
+	Gate      Gate
+	// Offline plans do not know what the hosts have.
+	Offline bool
+}
+
+// Batch is a group of hosts that are changed together.
+type Batch struct {
+	Number int // from 1
+	Hosts  []HostPlan
+}
+
+// HostPlan is one host and what changes on it.
+type HostPlan struct {
+	Host    Host
+	Changes []Change
+}
+
+// Action is what happens to one package on one host.
+type Action string
+
+const (
+	ActionInstall   Action = "install"
+	ActionUpgrade   Action = "upgrade"
+	ActionDowngrade Action = "downgrade"
+	ActionKeep      Action = "keep"
+	ActionUnknown   Action = "unknown" // offline: installed version not read
+)
+
+// Change is one package on one host: what it has and what it will have.
+type Change struct {
+	Package string `json:"package"`
+	From    string `json:"from"` // "-": not installed; "?": unknown (offline)
+	To      string `json:"to"`
+	Action  Action `json:"action"`
+}
+
+// Installed maps host name -> package name -> versions installed.
+type Installed map[string]map[string][]Package
+
+// MakePlan cuts the selected hosts into batches and works out each host's
+// changes. With installed == nil the plan is offline: every selected host is
+// planned and changes are unknown. It performs no I/O.
+func MakePlan(dep *Deployment, installed Installed) (*Plan, error) {
+	pb := dep.Playbook
+	plan := &Plan{
+		Environment: dep.Environment.Name,
+		Release:     dep.Manifest.Release,
+		Packages:    dep.Manifest.Packages,
+		Strategy:    pb.Strategy,
+		Preflight:   pb.Preflight,
+		Steps:       pb.Steps,
+		Gate:        pb.Gate,
+		Offline:     installed == nil,
+	}
+	installs := false
+	for _, s := range pb.Steps {
+		if _, ok := s.(*installStep); ok {
+			installs = true
+		}
+	}
+	var todo []HostPlan
+	for _, h := range dep.Hosts {
+		hp := HostPlan{Host: h}
+		var have map[string][]Package
+		if installed != nil {
+			var ok bool
+			if have, ok = installed[h.Name]; !ok {
+				return nil, fmt.Errorf("plan %s: installed packages of %s were not read", dep.Environment.Name, h.Name)
+			}
+		}
+		changed := false
+		for _, want := range dep.Manifest.Packages {
+			c := change(want, have[want.Name], installed == nil)
+			changed = changed || c.Action != ActionKeep
+			hp.Changes = append(hp.Changes, c)
+		}
+		// Without an install step the playbook is a restart or a command
+		// for every host, so no host is up to date.
+		if changed || !installs {
+			todo = append(todo, hp)
+		} else {
+			plan.UpToDate = append(plan.UpToDate, hp)
+		}
+	}
+	start := 0
+	for i, n := range BatchSizes(len(todo), pb.Strategy.Batches) {
+		plan.Batches = append(plan.Batches, Batch{Number: i + 1, Hosts: todo[start : start+n]})
+		start += n
+	}
+	return plan, nil
+}
+
+func change(want Package, have []Package, offline bool) Change {
+	c := Change{Package: want.Name, To: want.EVR()}
+	switch {
+	case offline:
+		c.From, c.Action = "?", ActionUnknown
+	case len(have) == 0:
+		c.From, c.Action = "-", ActionInstall
+	default:
+		c.From = versionsOf(have)
+		switch {
+		case hasExact(have, want):
+			c.Action = ActionKeep
+		case CompareEVR(newest(have), want) > 0:
+			c.Action = ActionDowngrade
+		default:
+			// Older, or the same version for another arch, or several
+			// versions at once: installing the exact one fixes all three.
+			c.Action = ActionUpgrade
+		}
+	}
+	return c
+}
+
+// BatchSizes splits total hosts like Ansible's serial: each size is a count
+// or a percentage of total (rounded down, at least 1), the last size repeats,
+// and no batch is larger than what remains.
+func BatchSizes(total int, sizes []BatchSize) []int {
+	if len(sizes) == 0 {
+		sizes = Halves()
+	}
+	var out []int
+	for remaining, i := total, 0; remaining > 0; i++ {
+		s := sizes[min(i, len(sizes)-1)]
+		n := s.Count
+		if s.Percent > 0 {
+			n = total * s.Percent / 100
+		}
+		n = min(max(n, 1), remaining)
+		out = append(out, n)
+		remaining -= n
+	}
+	return out
+}
+
+// Hosts returns every host the plan will touch, batch by batch.
+func (p *Plan) Hosts() []HostPlan {
+	var out []HostPlan
+	for _, b := range p.Batches {
+		out = append(out, b.Hosts...)
+	}
+	return out
+}
+
+// maxConcurrentDrains is the most hosts that can be out of the balancer at
+// once because of this plan: a batch, bounded by max_parallel.
+func (p *Plan) maxConcurrentDrains() int {
+	n := 0
+	for _, b := range p.Batches {
+		n = max(n, len(b.Hosts))
+	}
+	if p.Strategy.MaxParallel > 0 {
+		n = min(n, p.Strategy.MaxParallel)
+	}
+	return n
+}

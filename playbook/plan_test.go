@@ -1,0 +1,220 @@
+package playbook
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
+)
+
+func TestBatchSizes(t *testing.T) {
+	pct := func(p int) BatchSize { return BatchSize{Percent: p} }
+	n := func(c int) BatchSize { return BatchSize{Count: c} }
+	cases := []struct {
+		total int
+		sizes []BatchSize
+		want  []int
+	}{
+		{0, Halves(), nil},
+		{1, Halves(), []int{1}},
+		{2, Halves(), []int{1, 1}},
+		{4, Halves(), []int{2, 2}},
+		{5, Halves(), []int{2, 3}}, // the smaller half goes first: a canary
+		{7, Halves(), []int{3, 4}},
+		{10, []BatchSize{n(1), pct(50), pct(100)}, []int{1, 5, 4}},
+		{10, []BatchSize{n(3)}, []int{3, 3, 3, 1}},
+		{3, []BatchSize{n(5)}, []int{3}},
+		{10, []BatchSize{pct(25)}, []int{2, 2, 2, 2, 2}},
+		{3, []BatchSize{pct(10)}, []int{1, 1, 1}},
+		{4, []BatchSize{n(1), n(2)}, []int{1, 2, 1}},
+		{1000, Halves(), []int{500, 500}},
+	}
+	for _, tc := range cases {
+		got := BatchSizes(tc.total, tc.sizes)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("BatchSizes(%d, %v) = %v, want %v", tc.total, tc.sizes, got, tc.want)
+		}
+		sum := 0
+		for _, s := range got {
+			sum += s
+		}
+		if sum != tc.total {
+			t.Errorf("BatchSizes(%d, %v) covers %d hosts", tc.total, tc.sizes, sum)
+		}
+	}
+}
+
+func pkgs(t *testing.T, nevras ...string) []Package {
+	t.Helper()
+	var out []Package
+	for _, n := range nevras {
+		p, err := ParseNEVRA(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func TestMakePlan(t *testing.T) {
+	dep, err := Load(validRepo(t), "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := func(nevras ...string) map[string][]Package {
+		m := map[string][]Package{}
+		for _, p := range pkgs(t, nevras...) {
+			m[p.Name] = append(m[p.Name], p)
+		}
+		return m
+	}
+	installed := Installed{
+		"web-1": have("hello-web-1.0.0-1.x86_64", "hello-worker-2.0.1-3.el9.x86_64"),
+		"web-2": have("hello-web-1.1.0-1.x86_64", "hello-worker-2.0.1-3.el9.x86_64"), // up to date
+		"web-3": have("hello-web-1.2.0-1.x86_64"),                                    // newer: downgrade; worker missing
+		"web-4": have("hello-web-1.1.0-1.x86_64", "hello-worker-2.0.1-3.el9.x86_64"), // up to date
+		"web-5": have("hello-web-1.1.0-1.aarch64", "hello-worker-2.0.1-3.el9.x86_64", "hello-worker-2.0.0-1.x86_64"),
+	}
+	plan, err := MakePlan(dep, installed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range plan.Batches {
+		for _, hp := range b.Hosts {
+			var cs []string
+			for _, c := range hp.Changes {
+				cs = append(cs, fmt.Sprintf("%s %s->%s %s", c.Package, c.From, c.To, c.Action))
+			}
+			got = append(got, fmt.Sprintf("batch %d %s: %s", b.Number, hp.Host.Name, strings.Join(cs, "; ")))
+		}
+	}
+	want := []string{
+		"batch 1 web-1: hello-web 1.0.0-1->1.1.0-1 upgrade; hello-worker 2.0.1-3.el9->2.0.1-3.el9 keep",
+		"batch 2 web-3: hello-web 1.2.0-1->1.1.0-1 downgrade; hello-worker -->2.0.1-3.el9 install",
+		"batch 2 web-5: hello-web 1.1.0-1->1.1.0-1 upgrade; hello-worker 2.0.0-1,2.0.1-3.el9->2.0.1-3.el9 upgrade",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var upToDate []string
+	for _, hp := range plan.UpToDate {
+		upToDate = append(upToDate, hp.Host.Name)
+	}
+	if strings.Join(upToDate, ",") != "web-2,web-4" {
+		t.Errorf("up to date = %v, want web-2, web-4", upToDate)
+	}
+
+	offline, err := MakePlan(dep, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(offline.Hosts()) != 5 || len(offline.Batches) != 2 || offline.Batches[0].Hosts[0].Changes[0].Action != ActionUnknown {
+		t.Errorf("offline plan = %+v, want all 5 hosts in 2 batches with unknown changes", offline.Batches)
+	}
+
+	delete(installed, "web-3")
+	if _, err := MakePlan(dep, installed); err == nil {
+		t.Error("MakePlan with a host missing from installed: no error")
+	}
+}
+
+func BenchmarkPlan(b *testing.B) {
+	repo := validRepo(&testing.T{})
+	var inv strings.Builder
+	inv.WriteString("hosts:\n")
+	const hosts = 10000
+	for i := 0; i < hosts; i++ {
+		fmt.Fprintf(&inv, "  web-%d: {address: 10.%d.%d.%d}\n", i, i>>16&255, i>>8&255, i&255)
+	}
+	inv.WriteString("groups:\n  web: [\"web-*\"]\n")
+	repo["inventory/production.yaml"].Data = []byte(inv.String())
+	dep, err := Load(repo, "production")
+	if err != nil {
+		b.Fatal(err)
+	}
+	installed := Installed{}
+	old := pkgs(&testing.T{}, "hello-web-1.0.0-1.x86_64", "hello-worker-2.0.0-1.x86_64")
+	for _, h := range dep.Hosts {
+		installed[h.Name] = map[string][]Package{"hello-web": old[:1], "hello-worker": old[1:]}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		plan, err := MakePlan(dep, installed)
+		if err != nil || len(plan.Hosts()) != hosts {
+			b.Fatalf("plan: %v", err)
+		}
+	}
+}
+
+func TestBalancerFixAfter(t *testing.T) {
+	cases := []struct {
+		name string
+		p    hostProgress
+		want balancerFix
+	}{
+		{"passed", hostProgress{drainAttempted: true, changed: true, enabled: true}, fixNothing},
+		{"passed without a balancer step", hostProgress{changed: true}, fixNothing},
+		{"drain failed or refused", hostProgress{failed: true, drainAttempted: true}, fixRestore},
+		{"check failed before any change", hostProgress{failed: true, drainAttempted: true}, fixRestore},
+		{"install failed", hostProgress{failed: true, drainAttempted: true, changed: true}, fixIsolate},
+		{"verify failed after enable", hostProgress{failed: true, drainAttempted: true, changed: true, enabled: true}, fixIsolate},
+		{"changed without drain and failed", hostProgress{failed: true, changed: true}, fixIsolate},
+		{"failed before anything", hostProgress{failed: true}, fixNothing},
+		{"connect failed", hostProgress{failed: true}, fixNothing},
+	}
+	for _, tc := range cases {
+		if got := balancerFixAfter(tc.p); got != tc.want {
+			t.Errorf("%s: balancerFixAfter(%+v) = %s, want %s", tc.name, tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestShouldStop(t *testing.T) {
+	cases := []struct {
+		failures, max int
+		want          bool
+	}{
+		{0, 0, false}, {1, 0, true}, {1, 1, false}, {2, 1, true}, {5, 10, false},
+	}
+	for _, tc := range cases {
+		if got := shouldStop(tc.failures, tc.max); got != tc.want {
+			t.Errorf("shouldStop(%d, %d) = %v", tc.failures, tc.max, got)
+		}
+	}
+}
+
+func TestCheckDrainCapacity(t *testing.T) {
+	up := func(n string) lb.Server { return lb.Server{Name: n, Admin: lb.AdminReady, Health: lb.HealthUp} }
+	maint := lb.Server{Name: "web4", Admin: lb.AdminMaint, Health: lb.HealthDown}
+	down := lb.Server{Name: "web5", Admin: lb.AdminReady, Health: lb.HealthDown}
+	four := []lb.Server{up("web1"), up("web2"), up("web3"), up("web4")}
+	cases := []struct {
+		name       string
+		servers    []lb.Server
+		concurrent int
+		minUp      int
+		wantErr    string
+	}{
+		{"halves of four, min 2", four, 2, 2, ""},
+		{"halves of four, min 3", four, 2, 3, "the plan drains up to 2 servers at once but only 4 of 4 are in service and min_up is 3"},
+		{"one already out", []lb.Server{up("web1"), up("web2"), up("web3"), maint}, 2, 2, "out of service now: web4 (maint/down)"},
+		{"failing health counts as out", []lb.Server{up("web1"), up("web2"), up("web3"), down}, 1, 2, ""},
+		{"no minimum", four, 4, 0, ""},
+	}
+	for _, tc := range cases {
+		err := checkDrainCapacity(tc.servers, tc.concurrent, tc.minUp)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.wantErr)
+		}
+	}
+	_ = errors.New
+}

@@ -1,0 +1,641 @@
+package playbook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
+	"github.com/lieutenant-deploy/lieutenant/transport"
+)
+
+// Approver decides whether a run goes past a gate.
+type Approver interface {
+	// Approve blocks until a person (or a rule) decides. by names who
+	// approved, for the record. An error or approved == false stops the run.
+	Approve(ctx context.Context, req GateRequest) (approved bool, by string, err error)
+}
+
+// GateRequest is what an approver is asked.
+type GateRequest struct {
+	Environment string
+	Release     string
+	AfterBatch  int
+	Batches     int
+	Done        []string // hosts changed so far
+	Next        []string // hosts of the next batch
+}
+
+// Recorder keeps the run record somewhere durable. The runner calls Save at
+// every state change, before the next irreversible action; an error stops
+// the run, because a run whose record cannot be kept cannot be resumed.
+type Recorder interface {
+	Save(ctx context.Context, rec *Record) error
+}
+
+// Runner executes a plan. It talks to hosts only through Connector and to
+// the load balancer only through Balancer.
+type Runner struct {
+	Connector transport.Connector
+	// Balancer is nil for fleets without one: drain and enable do nothing.
+	Balancer lb.Balancer
+	// MinUp is the balancer's configured minimum of servers in service,
+	// checked against the plan before anything changes.
+	MinUp int
+	// Local runs gate command checks on the machine lieutenant runs on.
+	Local transport.Runner
+	HTTP  *http.Client
+	// Approver is asked at gates with approval: prompt; nil makes such a
+	// plan refuse to start instead of waiting for nobody.
+	Approver Approver
+	Recorder Recorder
+	// Observe receives progress events, one call at a time.
+	Observe func(Event)
+	Now     func() time.Time
+	// CleanupTimeout bounds the balancer repairs made after a host failed or
+	// the run was interrupted; they run even when ctx is cancelled.
+	CleanupTimeout time.Duration
+}
+
+// EventKind names a progress event.
+type EventKind string
+
+const (
+	EventRunStarted   EventKind = "run-started"
+	EventBatchStarted EventKind = "batch-started"
+	EventStepStarted  EventKind = "step-started"
+	EventStepFinished EventKind = "step-finished"
+	EventHostFinished EventKind = "host-finished"
+	EventBalancerFix  EventKind = "balancer-fix"
+	EventGate         EventKind = "gate"
+	EventRunFinished  EventKind = "run-finished"
+)
+
+// Event is one thing that happened during a run, for live views.
+type Event struct {
+	Time     time.Time
+	Kind     EventKind
+	Batch    int
+	Batches  int
+	Host     string
+	Step     string
+	Duration time.Duration
+	Err      error
+	Message  string
+}
+
+// NewRecord starts the record of a run of plan.
+func NewRecord(plan *Plan, id, revision, by, from string, now time.Time) *Record {
+	rec := &Record{
+		ID: id, Environment: plan.Environment, Kind: "run", Release: plan.Release, Revision: revision,
+		StartedBy: by, StartedFrom: from, StartedAt: now.UTC(), Outcome: OutcomeRunning,
+		Strategy: plan.Strategy.String(),
+	}
+	for _, p := range plan.Packages {
+		rec.Packages = append(rec.Packages, p.NEVRA())
+	}
+	for _, b := range plan.Batches {
+		br := BatchRecord{Number: b.Number}
+		for _, hp := range b.Hosts {
+			br.Hosts = append(br.Hosts, hp.Host.Name)
+			rec.Hosts = append(rec.Hosts, HostRecord{Name: hp.Host.Name, Address: hp.Host.Address, Batch: b.Number,
+				Status: HostPending, Before: changesFrom(hp.Changes)})
+		}
+		rec.Batches = append(rec.Batches, br)
+	}
+	for _, hp := range plan.UpToDate {
+		rec.Hosts = append(rec.Hosts, HostRecord{Name: hp.Host.Name, Address: hp.Host.Address, Status: HostUpToDate,
+			Before: changesFrom(hp.Changes)})
+	}
+	return rec
+}
+
+func changesFrom(cs []Change) map[string]string {
+	if len(cs) == 0 || cs[0].Action == ActionUnknown {
+		return nil
+	}
+	m := make(map[string]string, len(cs))
+	for _, c := range cs {
+		m[c.Package] = c.From
+	}
+	return m
+}
+
+// runState is the run's shared, mutable state; every access holds mu.
+type runState struct {
+	obsMu    sync.Mutex // Observe gets one event at a time
+	mu       sync.Mutex
+	plan     *Plan
+	env      *Environment
+	rec      *Record
+	hosts    map[string]*HostRecord
+	servers  map[string]string // host name -> balancer server
+	failures int
+	stopped  string // why no further host starts; "" while running
+	outcome  Outcome
+	saveErr  error
+}
+
+// Run executes plan on env's hosts and keeps rec up to date (rec comes from
+// NewRecord). It returns nil when every host succeeded, a *RefusedError when
+// it stopped before changing any host, and a *RunError otherwise; in every
+// case rec says host by host what happened.
+func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *Record) error {
+	st := &runState{plan: plan, env: env, rec: rec, hosts: map[string]*HostRecord{}, servers: map[string]string{}}
+	for i := range rec.Hosts {
+		st.hosts[rec.Hosts[i].Name] = &rec.Hosts[i]
+	}
+	for _, hp := range append(plan.Hosts(), plan.UpToDate...) {
+		st.servers[hp.Host.Name] = hp.Host.BalancerServer
+	}
+	r.emit(st, Event{Kind: EventRunStarted, Batches: len(plan.Batches), Message: fmt.Sprintf("%s to %s: %d hosts in %d batches",
+		plan.Environment, plan.Release, len(plan.Hosts()), len(plan.Batches))})
+
+	if problems := r.preflight(ctx, st); len(problems) > 0 {
+		err := &RefusedError{Problems: problems}
+		st.outcome = OutcomeRefused
+		r.finish(ctx, st, err.Error())
+		return err
+	}
+	if err := st.save(ctx, r.Recorder); err != nil {
+		err := &RefusedError{Problems: []string{err.Error()}}
+		st.outcome = OutcomeRefused
+		r.finish(ctx, st, err.Error())
+		return err
+	}
+
+	for i, b := range plan.Batches {
+		if st.isStopped() {
+			break
+		}
+		r.emit(st, Event{Kind: EventBatchStarted, Batch: b.Number, Batches: len(plan.Batches), Message: strings.Join(hostNames(b.Hosts), ", ")})
+		r.runBatch(ctx, st, b)
+		if st.isStopped() || i == len(plan.Batches)-1 {
+			continue
+		}
+		r.gate(ctx, st, b, plan.Batches[i+1])
+	}
+	return r.finish(ctx, st, "")
+}
+
+func hostNames(hs []HostPlan) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Host.Name
+	}
+	return out
+}
+
+// preflight checks everything that can be checked without changing a host.
+func (r *Runner) preflight(ctx context.Context, st *runState) []string {
+	var problems []string
+	plan := st.plan
+	if len(plan.Batches) > 1 && plan.Gate.Approval == ApprovalPrompt && r.Approver == nil {
+		problems = append(problems, "the gate needs an approval (gate.approval: prompt) and there is no terminal to ask on; "+
+			"run it from a terminal, or pass --yes to approve ahead")
+	}
+	if r.Balancer != nil && plan.drains() {
+		servers, err := r.Balancer.Servers(ctx)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("balancer: %v", err))
+		} else {
+			known := map[string]bool{}
+			for _, s := range servers {
+				known[s.Name] = true
+			}
+			for _, hp := range plan.Hosts() {
+				if !known[hp.Host.BalancerServer] {
+					problems = append(problems, fmt.Sprintf("%s: balancer has no server %q (set balancer_server in the inventory)", hp.Host.Name, hp.Host.BalancerServer))
+				}
+			}
+			if err := checkDrainCapacity(servers, plan.maxConcurrentDrains(), r.MinUp); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
+	}
+	if len(problems) > 0 || len(plan.Preflight) == 0 {
+		return problems
+	}
+	// Preflight steps run on every host of the plan before any is changed.
+	var mu sync.Mutex
+	failed := hostErrors{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(DefaultParallelConnects)
+	for _, hp := range plan.Hosts() {
+		g.Go(func() error {
+			env, err := r.hostEnv(gctx, st, hp.Host)
+			for _, s := range plan.Preflight {
+				if err != nil {
+					break
+				}
+				_, err = r.step(gctx, st, nil, 0, s, env)
+			}
+			if err != nil {
+				mu.Lock()
+				failed[hp.Host.Name] = fmt.Errorf("preflight: %w", err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return append(problems, failed.lines()...)
+}
+
+func (p *Plan) drains() bool {
+	for _, s := range p.Steps {
+		if _, ok := s.(*drainStep); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Runner) hostEnv(ctx context.Context, st *runState, h Host) (*stepEnv, error) {
+	conn, err := r.Connector.Connect(ctx, st.env.Target(h))
+	if err != nil {
+		return nil, err
+	}
+	return &stepEnv{
+		host: h, conn: conn, balancer: r.Balancer, sudo: st.env.SSH.Sudo,
+		commandTimeout: st.env.SSH.CommandTimeout, http: r.http(), packages: st.plan.Packages,
+		data: newTemplateData(st.plan.Environment, st.plan.Release, h, st.env.SSH.User, st.env.SSH.Port),
+	}, nil
+}
+
+func (r *Runner) http() *http.Client {
+	if r.HTTP != nil {
+		return r.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (r *Runner) runBatch(ctx context.Context, st *runState, b Batch) {
+	limit := len(b.Hosts)
+	if st.plan.Strategy.MaxParallel > 0 {
+		limit = min(limit, st.plan.Strategy.MaxParallel)
+	}
+	slots := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for _, hp := range b.Hosts {
+		slots <- struct{}{}
+		// Checked once the host has a slot, not when it was queued: a
+		// failure stops the hosts that have not started, while hosts that
+		// start together always start together.
+		if st.isStopped() || ctx.Err() != nil {
+			st.markUntouched(hp.Host.Name)
+			<-slots
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			r.runHost(ctx, st, b.Number, hp)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		// Failures seen while cancelling are effects of the interruption.
+		st.update(func() {
+			st.outcome = OutcomeInterrupted
+			st.stopped = fmt.Sprintf("interrupted during batch %d (%v)", b.Number, context.Cause(ctx))
+		})
+	}
+}
+
+func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPlan) {
+	name := hp.Host.Name
+	start := r.now()
+	st.update(func() {
+		hr := st.hosts[name]
+		hr.Status, hr.StartedAt = HostRunning, &start
+	})
+	var prog hostProgress
+	var failure error
+	env, err := r.hostEnv(ctx, st, hp.Host)
+	if err != nil {
+		prog.failed, failure = true, err
+	}
+	for _, s := range st.plan.Steps {
+		if failure != nil {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			prog.failed, failure = true, fmt.Errorf("interrupted before %s: %w", s.Kind(), err)
+			break
+		}
+		if _, ok := s.(*drainStep); ok {
+			prog.drainAttempted = true
+		}
+		if s.changesHost() {
+			prog.changed = true
+		}
+		if _, err := r.step(ctx, st, st.hosts[name], batch, s, env); err != nil {
+			prog.failed, failure = true, fmt.Errorf("%s: %w", s.Kind(), err)
+			break
+		}
+		if _, ok := s.(*enableStep); ok {
+			prog.enabled = true
+		}
+	}
+	r.repair(ctx, st, batch, hp.Host, prog)
+
+	var after map[string][]Package
+	if env != nil {
+		after = env.installed
+		if after == nil && prog.changed {
+			// The install step did not get to verify; ask rpm so the record
+			// says what the host has now.
+			cctx, cancel := r.cleanupContext(ctx)
+			after, _ = QueryInstalled(cctx, env.conn, env.sudo, st.plan.Packages)
+			cancel()
+		}
+	}
+	st.update(func() {
+		hr := st.hosts[name]
+		hr.Duration = formatDuration(r.now().Sub(start))
+		hr.After = versionMap(st.plan.Packages, after)
+		if failure == nil {
+			hr.Status = HostSucceeded
+			return
+		}
+		hr.Status, hr.Error = HostFailed, failure.Error()
+		st.failures++
+		if shouldStop(st.failures, st.plan.Strategy.MaxFailures) && st.stopped == "" {
+			st.stopped = fmt.Sprintf("batch %d: %s failed: %v", batch, name, failure)
+			st.outcome = OutcomeFailed
+		}
+	})
+	r.emit(st, Event{Kind: EventHostFinished, Batch: batch, Host: name, Duration: r.now().Sub(start), Err: failure})
+	if err := st.save(ctx, r.Recorder); err != nil {
+		st.stop(OutcomeFailed, err.Error())
+	}
+}
+
+// repair applies the balancer invariants once a host's pipeline has ended.
+func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, prog hostProgress) {
+	fix := balancerFixAfter(prog)
+	if fix == fixNothing || r.Balancer == nil {
+		return
+	}
+	// The repair must happen even when the run was interrupted.
+	cctx, cancel := r.cleanupContext(ctx)
+	defer cancel()
+	var err error
+	switch fix {
+	case fixRestore:
+		err = r.Balancer.Enable(cctx, h.BalancerServer, lb.EnableOptions{Timeout: time.Minute})
+	case fixIsolate:
+		err = r.Balancer.Drain(cctx, h.BalancerServer, lb.DrainOptions{Timeout: 10 * time.Second, KillSessions: true})
+	}
+	msg := fmt.Sprintf("%s %s in the balancer", fix, h.BalancerServer)
+	if err != nil {
+		msg = fmt.Sprintf("%s failed: %v", msg, err)
+		st.update(func() { st.hosts[h.Name].Error += "; balancer " + msg })
+	}
+	r.emit(st, Event{Kind: EventBalancerFix, Batch: batch, Host: h.Name, Message: msg, Err: err})
+}
+
+func (r *Runner) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := r.CleanupTimeout
+	if d <= 0 {
+		d = 2 * time.Minute
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// step runs one step and records it: the single place where steps are
+// timed, logged and recorded (hr is nil for preflight steps, which are
+// reported as problems instead).
+func (r *Runner) step(ctx context.Context, st *runState, hr *HostRecord, batch int, s Step, env *stepEnv) (string, error) {
+	host := env.host.Name
+	start := r.now()
+	r.emit(st, Event{Kind: EventStepStarted, Batch: batch, Host: host, Step: s.Kind()})
+	var out string
+	var err error
+	if env.balancer == nil && (s.Kind() == "balancer.drain" || s.Kind() == "balancer.enable") {
+		out = "no balancer configured"
+	} else {
+		out, err = s.run(ctx, env)
+	}
+	d := r.now().Sub(start)
+	r.emit(st, Event{Kind: EventStepFinished, Batch: batch, Host: host, Step: s.Kind(), Duration: d, Err: err, Message: out})
+	if hr != nil {
+		sr := stepRecord(s, start, d, out, err)
+		st.update(func() { hr.Steps = append(hr.Steps, sr) })
+	}
+	return out, err
+}
+
+func stepRecord(s Step, start time.Time, d time.Duration, out string, err error) StepRecord {
+	sr := StepRecord{Step: s.Kind(), Status: StepOK, StartedAt: start.UTC(), Duration: formatDuration(d), Output: out}
+	if err != nil {
+		sr.Status, sr.Error = StepFailed, err.Error()
+	}
+	return sr
+}
+
+// gate runs the checks, soak and approval between two batches.
+func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
+	g := st.plan.Gate
+	if g.empty() {
+		return
+	}
+	gr := &GateRecord{Status: StepOK, At: r.now().UTC()}
+	if g.Soak > 0 {
+		gr.Soak = g.Soak.String()
+	}
+	env := &stepEnv{conn: r.Local, http: r.http(), commandTimeout: st.env.SSH.CommandTimeout,
+		data: TemplateData{Release: st.plan.Release, Environment: st.plan.Environment}}
+	fail := func(outcome Outcome, format string, args ...any) {
+		gr.Status, gr.Error = StepFailed, fmt.Sprintf(format, args...)
+		st.stop(outcome, fmt.Sprintf("gate after batch %d: %s", done.Number, gr.Error))
+	}
+	checks := func(phase string) bool {
+		for _, s := range g.Checks {
+			start := r.now()
+			out, err := s.run(ctx, env)
+			gr.Checks = append(gr.Checks, stepRecord(s, start, r.now().Sub(start), out, err))
+			r.emit(st, Event{Kind: EventGate, Batch: done.Number, Step: s.Kind(), Duration: r.now().Sub(start), Err: err, Message: phase})
+			if err != nil {
+				fail(interruptedOr(ctx, OutcomeFailed), "%s %s failed: %v", phase, s.Kind(), err)
+				return false
+			}
+		}
+		return true
+	}
+	ok := checks("check")
+	if ok && g.Soak > 0 {
+		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "soaking for " + g.Soak.String()})
+		if err := sleep(ctx, g.Soak); err != nil {
+			fail(OutcomeInterrupted, "interrupted while soaking")
+			ok = false
+		} else {
+			ok = checks("check after soak:")
+		}
+	}
+	if ok && g.Approval == ApprovalPrompt {
+		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "waiting for approval"})
+		approved, by, err := r.Approver.Approve(ctx, GateRequest{
+			Environment: st.plan.Environment, Release: st.plan.Release, AfterBatch: done.Number,
+			Batches: len(st.plan.Batches), Done: st.doneHosts(), Next: hostNames(next.Hosts),
+		})
+		switch {
+		case err != nil:
+			fail(interruptedOr(ctx, OutcomeAborted), "approval: %v", err)
+		case !approved:
+			fail(OutcomeAborted, "not approved by %s", by)
+		default:
+			gr.ApprovedBy = by
+		}
+	}
+	st.update(func() { st.rec.Batches[done.Number-1].Gate = gr })
+	r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "gate " + string(gr.Status), Err: errorOrNil(gr.Error)})
+	if err := st.save(ctx, r.Recorder); err != nil {
+		st.stop(OutcomeFailed, err.Error())
+	}
+}
+
+func interruptedOr(ctx context.Context, o Outcome) Outcome {
+	if ctx.Err() != nil {
+		return OutcomeInterrupted
+	}
+	return o
+}
+
+func errorOrNil(msg string) error {
+	if msg == "" {
+		return nil
+	}
+	return errors.New(msg)
+}
+
+// finish settles the outcome, reads the final balancer state and saves.
+func (r *Runner) finish(ctx context.Context, st *runState, refusal string) error {
+	cctx, cancel := r.cleanupContext(ctx)
+	defer cancel()
+	var servers map[string]lb.Server
+	if r.Balancer != nil && st.outcome != OutcomeRefused {
+		if list, err := r.Balancer.Servers(cctx); err == nil {
+			servers = map[string]lb.Server{}
+			for _, s := range list {
+				servers[s.Name] = s
+			}
+		}
+	}
+	now := r.now().UTC()
+	st.update(func() {
+		rec := st.rec
+		for i := range rec.Hosts {
+			hr := &rec.Hosts[i]
+			if hr.Status == HostPending || hr.Status == HostRunning {
+				hr.Status = HostUntouched
+			}
+			if s, ok := servers[st.servers[hr.Name]]; ok {
+				hr.Balancer = string(s.Admin) + "/" + string(s.Health)
+			}
+		}
+		switch {
+		case st.outcome != "":
+		case st.failures > 0:
+			st.outcome = OutcomeFailed
+			st.stopped = fmt.Sprintf("%d hosts failed (tolerated by max_failures %d)", st.failures, st.plan.Strategy.MaxFailures)
+		default:
+			st.outcome = OutcomeSucceeded
+		}
+		rec.Outcome = st.outcome
+		rec.Reason = st.stopped
+		if refusal != "" {
+			rec.Reason = refusal
+		}
+		rec.FinishedAt = &now
+		rec.Duration = formatDuration(now.Sub(rec.StartedAt))
+		rec.Next = nextSteps(rec)
+	})
+	saveErr := st.save(cctx, r.Recorder)
+	r.emit(st, Event{Kind: EventRunFinished, Message: string(st.rec.Outcome), Err: saveErr})
+	if st.outcome == OutcomeSucceeded {
+		if saveErr != nil {
+			return &RunError{Outcome: OutcomeFailed, Reason: "every host succeeded but the record was not saved: " + saveErr.Error()}
+		}
+		return nil
+	}
+	return &RunError{Outcome: st.outcome, Reason: st.rec.Reason}
+}
+
+func (st *runState) update(f func()) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	f()
+}
+
+func (st *runState) isStopped() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.stopped != ""
+}
+
+// stop records the first reason the run stopped; later ones are effects of it.
+func (st *runState) stop(o Outcome, reason string) {
+	st.update(func() {
+		if st.stopped == "" {
+			st.stopped, st.outcome = reason, o
+		}
+	})
+}
+
+func (st *runState) markUntouched(host string) {
+	st.update(func() { st.hosts[host].Status = HostUntouched })
+}
+
+func (st *runState) doneHosts() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []string
+	for _, h := range st.rec.Hosts {
+		if h.Status == HostSucceeded {
+			out = append(out, h.Name)
+		}
+	}
+	return out
+}
+
+// save writes the record; saves are serialised so Git sees them in order.
+func (st *runState) save(ctx context.Context, rec Recorder) error {
+	if rec == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := rec.Save(ctx, st.rec); err != nil {
+		st.saveErr = err
+		return fmt.Errorf("save run record %s: %w", st.rec.ID, err)
+	}
+	return nil
+}
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Runner) emit(st *runState, e Event) {
+	if r.Observe == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = r.now()
+	}
+	st.obsMu.Lock()
+	defer st.obsMu.Unlock()
+	r.Observe(e)
+}

@@ -1,0 +1,489 @@
+package playbook_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
+	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/testenv"
+)
+
+const (
+	v100 = "hello-web-1.0.0-1.x86_64"
+	v110 = "hello-web-1.1.0-1.x86_64"
+)
+
+// scene is a four-host fleet behind a fake balancer, with a playbook that
+// drains, installs, restarts, checks and enables.
+type scene struct {
+	t        *testing.T
+	files    fstest.MapFS
+	fleet    *testenv.FakeFleet
+	balancer *testenv.FakeBalancer
+	recorder *memRecorder
+	approver playbook.Approver
+	minUp    int
+	events   []playbook.Event
+	// healthy decides the verification check per host.
+	mu      sync.Mutex
+	healthy map[string]bool
+}
+
+func newScene(t *testing.T, playbookYAML string) *scene {
+	s := &scene{
+		t:        t,
+		fleet:    testenv.NewFakeFleet(v100, v110),
+		balancer: testenv.NewFakeBalancer("web1", "web2", "web3", "web4"),
+		recorder: &memRecorder{},
+		healthy:  map[string]bool{},
+		files: fstest.MapFS{
+			"lieutenant.yaml": {Data: []byte(`
+environments:
+  production:
+    manifest: releases/production.yaml
+    inventory: inventory/production.yaml
+    playbook: playbooks/web.yaml
+    balancer: {type: haproxy, api: "127.0.0.1:1", backend: web, min_up: 2}
+    ssh: {user: deploy, sudo: true}
+`)},
+			"releases/production.yaml": {Data: []byte("release: 2026.11.3\npackages: [" + v110 + "]\n")},
+			"inventory/production.yaml": {Data: []byte(`
+hosts:
+  web-1: {address: 10.0.1.11, balancer_server: web1}
+  web-2: {address: 10.0.1.12, balancer_server: web2}
+  web-3: {address: 10.0.1.13, balancer_server: web3}
+  web-4: {address: 10.0.1.14, balancer_server: web4}
+`)},
+			"playbooks/web.yaml": {Data: []byte(playbookYAML)},
+		},
+	}
+	for i := 0; i <= 4; i++ {
+		name := fmt.Sprintf("web-%d", i)
+		if i == 0 {
+			name = "orchestrator" // where gate checks run
+		}
+		h := s.fleet.AddHost(name, v100)
+		s.healthy[name] = true
+		h.HandleScript("check-hello", func(ctx context.Context, h *testenv.FakeHost) (string, int) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.healthy[h.Name] {
+				return "503 unhealthy", 1
+			}
+			return "200 ok", 0
+		})
+	}
+	return s
+}
+
+const standardPlaybook = `
+hosts: "web-*"
+steps:
+  - balancer.drain: {timeout: 5s}
+  - packages.install
+  - service.restart: hello-web
+  - command.check: check-hello
+  - balancer.enable: {timeout: 5s}
+gate:
+  checks:
+    - command.check: check-hello
+`
+
+func (s *scene) setHealthy(host string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.healthy[host] = ok
+}
+
+// run loads, inspects, plans and runs, as `lieutenant run` does.
+func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
+	s.t.Helper()
+	dep, err := playbook.Load(s.files, "production")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	installed, err := playbook.Inspect(ctx, s.fleet, dep, 0)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := playbook.MakePlan(dep, installed)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	minUp := dep.Environment.Balancer.MinUp
+	if s.minUp != 0 {
+		minUp = s.minUp
+	}
+	r := &playbook.Runner{
+		Connector: s.fleet,
+		Balancer:  lb.WithMinimum(s.balancer, minUp),
+		MinUp:     minUp,
+		Local:     s.fleet.Host("orchestrator"),
+		Approver:  s.approver,
+		Recorder:  s.recorder,
+		Observe:   func(e playbook.Event) { s.events = append(s.events, e) },
+	}
+	rec := playbook.NewRecord(plan, "run-1", "abc123", "Test <t@example.com>", "t@ci", time.Now())
+	return rec, r.Run(ctx, dep.Environment, plan, rec)
+}
+
+func (s *scene) hostStatus(rec *playbook.Record) string {
+	var out []string
+	for _, h := range rec.Hosts {
+		out = append(out, fmt.Sprintf("%s=%s", h.Name, h.Status))
+	}
+	return strings.Join(out, " ")
+}
+
+func (s *scene) serverStates() string {
+	var out []string
+	for _, name := range []string{"web1", "web2", "web3", "web4"} {
+		sv := s.balancer.Server(name)
+		out = append(out, fmt.Sprintf("%s=%s", name, sv.Admin))
+	}
+	return strings.Join(out, " ")
+}
+
+func (s *scene) versions() string {
+	var out []string
+	for i := 1; i <= 4; i++ {
+		name := fmt.Sprintf("web-%d", i)
+		out = append(out, name+"="+strings.TrimPrefix(s.fleet.Host(name).Installed()["hello-web"], "hello-web-"))
+	}
+	return strings.Join(out, " ")
+}
+
+// memRecorder keeps every saved version of the record.
+type memRecorder struct {
+	mu    sync.Mutex
+	saves []playbook.Record
+	fail  error
+}
+
+func (m *memRecorder) Save(_ context.Context, rec *playbook.Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	cp := *rec
+	cp.Hosts = slices.Clone(rec.Hosts)
+	m.saves = append(m.saves, cp)
+	return nil
+}
+
+func TestRunHalvesSucceeds(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	rec, err := s.run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got, want := s.versions(), "web-1=1.1.0-1.x86_64 web-2=1.1.0-1.x86_64 web-3=1.1.0-1.x86_64 web-4=1.1.0-1.x86_64"; got != want {
+		t.Errorf("versions = %s, want %s", got, want)
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer = %s, want %s", got, want)
+	}
+	if rec.Outcome != playbook.OutcomeSucceeded || rec.Reason != "" || rec.Next != nil {
+		t.Errorf("record outcome %s reason %q next %v", rec.Outcome, rec.Reason, rec.Next)
+	}
+	for _, h := range rec.Hosts {
+		if h.Before["hello-web"] != "1.0.0-1" || h.After["hello-web"] != "1.1.0-1" || h.Balancer != "ready/up" || len(h.Steps) != 5 {
+			t.Errorf("host record %s: before %v after %v balancer %q steps %d", h.Name, h.Before, h.After, h.Balancer, len(h.Steps))
+		}
+	}
+	// Halves: both hosts of batch 1 are enabled before any host of batch 2 is drained.
+	var order []string
+	for _, c := range s.balancer.Calls() {
+		order = append(order, c.Op+" "+c.Server)
+	}
+	firstBatch2 := slices.IndexFunc(order, func(c string) bool { return c == "drain web3" || c == "drain web4" })
+	for _, c := range []string{"enable web1", "enable web2"} {
+		if i := slices.Index(order, c); i < 0 || i > firstBatch2 {
+			t.Errorf("balancer calls %v: %s should come before batch 2 starts", order, c)
+		}
+	}
+	if rec.Batches[0].Gate == nil || rec.Batches[0].Gate.Status != playbook.StepOK || rec.Batches[1].Gate != nil {
+		t.Errorf("gates: %+v %+v, want one passed gate after batch 1", rec.Batches[0].Gate, rec.Batches[1].Gate)
+	}
+	// One connection per host for the whole run (inspection included), plus
+	// the orchestrator's local runner which is not dialled.
+	if d := s.fleet.Dials(); d != 4 {
+		t.Errorf("dials = %d, want 4 (one per host)", d)
+	}
+	// The record was saved when the run started, after every host, after the
+	// gate and at the end: 1 + 4 + 1 + 1.
+	var outcomes []string
+	for _, r := range s.recorder.saves {
+		outcomes = append(outcomes, string(r.Outcome))
+	}
+	if got := strings.Join(outcomes, ","); got != "running,running,running,running,running,running,succeeded" {
+		t.Errorf("saved outcomes = %s", got)
+	}
+	// Every install went through sudo with the exact NEVRA.
+	for _, c := range s.fleet.Host("web-1").Commands() {
+		if c.Args[0] == "dnf" && (!c.Sudo || c.String() != "sudo -n -- dnf install -y "+v110) {
+			t.Errorf("install command = %q", c.String())
+		}
+	}
+}
+
+func TestRunFailedHostStaysOutAndLaterBatchesUntouched(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.setHealthy("web-1", false)
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+		t.Fatalf("run error = %v, want a failed *RunError", err)
+	}
+	if got, want := s.hostStatus(rec), "web-1=failed web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if got, want := s.serverStates(), "web1=maint web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if got, want := s.versions(), "web-1=1.1.0-1.x86_64 web-2=1.1.0-1.x86_64 web-3=1.0.0-1.x86_64 web-4=1.0.0-1.x86_64"; got != want {
+		t.Errorf("versions: %s, want %s", got, want)
+	}
+	// Hosts of the second batch got nothing but the inspection.
+	for _, h := range []string{"web-3", "web-4"} {
+		for _, c := range s.fleet.Host(h).Commands() {
+			if c.Args[0] != "rpm" {
+				t.Errorf("%s received %q after the run stopped", h, c)
+			}
+		}
+	}
+	if !strings.Contains(rec.Reason, "batch 1: web-1 failed: command.check") {
+		t.Errorf("reason = %q", rec.Reason)
+	}
+	next := strings.Join(rec.Next, "\n")
+	for _, want := range []string{"web-1 (10.0.1.11) failed", "kept out of service", "Not touched, still on the previous release: web-3, web-4.", "lieutenant run --env production"} {
+		if !strings.Contains(next, want) {
+			t.Errorf("next steps lack %q:\n%s", want, next)
+		}
+	}
+	if rec.Batches[0].Gate != nil {
+		t.Errorf("a gate ran after a failed batch: %+v", rec.Batches[0].Gate)
+	}
+}
+
+func TestRunToleratesFailuresUpToMax(t *testing.T) {
+	s := newScene(t, strings.Replace(standardPlaybook, `hosts: "web-*"`, "hosts: \"web-*\"\nstrategy: {max_failures: 1}", 1))
+	s.setHealthy("web-3", false)
+	rec, err := s.run(context.Background())
+	if err == nil {
+		t.Fatal("run with a failed host returned nil")
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=failed web-4=succeeded"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=maint web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if !strings.Contains(rec.Reason, "tolerated by max_failures 1") {
+		t.Errorf("reason = %q", rec.Reason)
+	}
+}
+
+func TestRunRefusesBeforeTouchingAnything(t *testing.T) {
+	cases := []struct {
+		name    string
+		setup   func(s *scene)
+		wantErr string
+	}{
+		{"unreachable host", func(s *scene) { s.fleet.SetUnreachable("web-3", errors.New("connection refused")) },
+			"web-3: connect to web-3 (10.0.1.13:22): connection refused"},
+		{"approval without a terminal", func(s *scene) {
+			s.files["playbooks/web.yaml"].Data = []byte(standardPlaybook + "  approval: prompt\n")
+		}, "there is no terminal to ask on"},
+		{"backend cannot spare a half", func(s *scene) { s.minUp = 3 }, "min_up is 3"},
+		{"server missing from the balancer", func(s *scene) { s.balancer = testenv.NewFakeBalancer("web1", "web2", "web3") },
+			`web-4: balancer has no server "web4"`},
+		{"preflight fails", func(s *scene) {
+			s.files["playbooks/web.yaml"].Data = []byte(standardPlaybook + "preflight:\n  - command.check: check-hello\n")
+			s.setHealthy("web-2", false)
+		}, "web-2: preflight: run on web-2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScene(t, standardPlaybook)
+			tc.setup(s)
+			_, err := s.run(context.Background())
+			var refused *playbook.RefusedError
+			if !errors.As(err, &refused) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want a *RefusedError containing %q", err, tc.wantErr)
+			}
+			if calls := s.balancer.Calls(); len(calls) != 0 {
+				t.Errorf("balancer calls after a refusal: %v", calls)
+			}
+			for i := 1; i <= 4; i++ {
+				for _, c := range s.fleet.Host(fmt.Sprintf("web-%d", i)).Commands() {
+					if c.Args[0] != "rpm" && !(c.Args[0] == "sh" && strings.Contains(tc.name, "preflight")) {
+						t.Errorf("web-%d received %q", i, c)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRunDrainRefusedLeavesHostInService(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.balancer.SetHook(func(_ context.Context, c testenv.FakeCall) error {
+		if c.Op == "drain" && c.Server == "web2" {
+			return fmt.Errorf("drain web2: %w", lb.ErrDrainTimeout)
+		}
+		return nil
+	})
+	rec, _ := s.run(context.Background())
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=failed web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	// web-2 was not changed, so it is put back (a no-op for a drain that
+	// restored itself) and keeps serving its old version.
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if v := s.fleet.Host("web-2").Installed()["hello-web"]; v != v100 {
+		t.Errorf("web-2 has %s, want it untouched at %s", v, v100)
+	}
+}
+
+func TestRunFailureAfterEnableTakesHostOut(t *testing.T) {
+	s := newScene(t, `
+hosts: "web-*"
+steps:
+  - balancer.drain
+  - packages.install
+  - balancer.enable
+  - command.check: check-hello
+`)
+	s.setHealthy("web-2", false)
+	rec, _ := s.run(context.Background())
+	if got, want := s.serverStates(), "web1=ready web2=maint web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if rec.Hosts[1].Status != playbook.HostFailed || rec.Hosts[1].Balancer != "maint/down" {
+		t.Errorf("web-2 record: %+v", rec.Hosts[1])
+	}
+}
+
+func TestRunInterruptedRepairsBalancer(t *testing.T) {
+	s := newScene(t, `
+hosts: "web-*"
+steps:
+  - balancer.drain
+  - packages.install
+  - command.run: slow-migration
+  - balancer.enable
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{}, 4)
+	for i := 1; i <= 4; i++ {
+		s.fleet.Host(fmt.Sprintf("web-%d", i)).HandleScript("slow-migration", func(ctx context.Context, h *testenv.FakeHost) (string, int) {
+			started <- struct{}{}
+			<-ctx.Done()
+			return "killed", 137
+		})
+	}
+	go func() {
+		<-started // both hosts of batch 1 are in the migration
+		<-started
+		cancel()
+	}()
+	rec, err := s.run(ctx)
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeInterrupted {
+		t.Fatalf("err = %v, want an interrupted *RunError", err)
+	}
+	// Batch 1 hosts changed and did not finish: out of service. Batch 2: untouched.
+	if got, want := s.serverStates(), "web1=maint web2=maint web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if got, want := s.hostStatus(rec), "web-1=failed web-2=failed web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	last := s.recorder.saves[len(s.recorder.saves)-1]
+	if last.Outcome != playbook.OutcomeInterrupted {
+		t.Errorf("last saved outcome = %s, want interrupted (saved despite the cancelled context)", last.Outcome)
+	}
+}
+
+type denyApprover struct{ asked []playbook.GateRequest }
+
+func (d *denyApprover) Approve(_ context.Context, req playbook.GateRequest) (bool, string, error) {
+	d.asked = append(d.asked, req)
+	return false, "alice", nil
+}
+
+func TestRunGateNotApproved(t *testing.T) {
+	s := newScene(t, standardPlaybook+"  approval: prompt\n")
+	deny := &denyApprover{}
+	s.approver = deny
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeAborted {
+		t.Fatalf("err = %v, want aborted", err)
+	}
+	if len(deny.asked) != 1 || strings.Join(deny.asked[0].Next, ",") != "web-3,web-4" || strings.Join(deny.asked[0].Done, ",") != "web-1,web-2" {
+		t.Errorf("approver asked %+v", deny.asked)
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if g := rec.Batches[0].Gate; g == nil || g.Status != playbook.StepFailed || !strings.Contains(g.Error, "not approved by alice") {
+		t.Errorf("gate record: %+v", g)
+	}
+}
+
+func TestRunGateCheckFailureStops(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.setHealthy("orchestrator", false)
+	rec, err := s.run(context.Background())
+	if err == nil || !strings.Contains(rec.Reason, "gate after batch 1: check command.check failed") {
+		t.Fatalf("err = %v, reason = %q", err, rec.Reason)
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+}
+
+func TestRunStopsWhenRecordCannotBeSaved(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.recorder.fail = errors.New("disk full")
+	_, err := s.run(context.Background())
+	var refused *playbook.RefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("err = %v, want a refusal naming the save error", err)
+	}
+	if calls := s.balancer.Calls(); len(calls) != 0 {
+		t.Errorf("balancer calls: %v", calls)
+	}
+}
+
+func TestRunSkipsHostsAlreadyAtRelease(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.fleet.AddHost("web-2", v110)
+	s.fleet.Host("web-2").HandleScript("check-hello", func(context.Context, *testenv.FakeHost) (string, int) { return "", 0 })
+	rec, err := s.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-3=succeeded web-4=succeeded web-2=up-to-date"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	for _, c := range s.balancer.Calls() {
+		if c.Server == "web2" {
+			t.Errorf("up-to-date web-2 was touched: %v", c)
+		}
+	}
+}

@@ -1,0 +1,51 @@
+package playbook
+
+import (
+	"fmt"
+	"strings"
+)
+
+// nextSteps tells the operator, from the record alone, what to do after a
+// run that did not succeed.
+func nextSteps(rec *Record) []string {
+	if rec.Outcome == OutcomeSucceeded || rec.Outcome == OutcomeRunning {
+		return nil
+	}
+	if rec.Outcome == OutcomeRefused {
+		return []string{"Nothing was changed on any host. Fix the problems above, then run again."}
+	}
+	var out []string
+	var untouched, done []string
+	for _, h := range rec.Hosts {
+		switch h.Status {
+		case HostFailed:
+			where := "it was left as it is"
+			if h.Balancer != "" {
+				where = "balancer state " + h.Balancer
+				if strings.HasPrefix(h.Balancer, "maint") {
+					where += ": kept out of service"
+				}
+			}
+			out = append(out, fmt.Sprintf("%s (%s) failed (%s); %s. Look at the host, and at its step output in the run record.",
+				h.Name, h.Address, firstLine(h.Error), where))
+		case HostUntouched:
+			untouched = append(untouched, h.Name)
+		case HostSucceeded:
+			done = append(done, h.Name)
+		}
+	}
+	if len(done) > 0 {
+		out = append(out, fmt.Sprintf("At %s and in service: %s.", rec.Release, strings.Join(done, ", ")))
+	}
+	if len(untouched) > 0 {
+		out = append(out, fmt.Sprintf("Not touched, still on the previous release: %s.", strings.Join(untouched, ", ")))
+	}
+	out = append(out, fmt.Sprintf("To continue once the cause is fixed: lieutenant run --env %s (hosts already at %s are skipped). "+
+		"To go back: revert the manifest change in Git, then run again.", rec.Environment, rec.Release))
+	return out
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

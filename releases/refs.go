@@ -1,0 +1,263 @@
+package releases
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-billy/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// ErrBranchMoved is returned when a compare-and-swap ref update finds the
+// branch at another commit than the one the caller built on.
+var ErrBranchMoved = errors.New("branch moved")
+
+// refLockWait is how long to wait for another writer's ref lock. git holds
+// one for well under a millisecond; a lock older than this belongs to a
+// crashed process (git's own default wait is 100ms).
+const refLockWait = 3 * time.Second
+
+// readRef returns the commit a branch points at, or the zero hash when the
+// branch does not exist. Called with r.mu held.
+func (r *Repo) readRef(name plumbing.ReferenceName) (plumbing.Hash, error) {
+	ref, err := r.storage.Reference(name)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return plumbing.ZeroHash, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("read %s: %w", name, err)
+	}
+	if ref.Type() != plumbing.HashReference {
+		return plumbing.ZeroHash, fmt.Errorf("read %s: is a symbolic ref to %s", name, ref.Target())
+	}
+	return ref.Hash(), nil
+}
+
+// casRef points name at newHash if it points at oldHash now (oldHash zero:
+// if it does not exist), using git's lockfile protocol: create
+// <ref>.lock exclusively, check the current value, write the lock, rename
+// it over the ref. git, `git pack-refs` and other lieutenant processes take
+// the same lock, so the check and the write are atomic for all of them, and
+// readers only ever see a complete ref file. Called with r.mu held.
+func (r *Repo) casRef(ctx context.Context, name plumbing.ReferenceName, newHash, oldHash plumbing.Hash) error {
+	if oldHash.IsZero() {
+		if err := r.checkRefNameFree(name); err != nil {
+			return err
+		}
+	}
+	fsys := r.storage.Filesystem()
+	refPath := name.String()
+	lockPath := refPath + ".lock"
+	lock, err := r.acquireRefLock(ctx, lockPath)
+	if err != nil {
+		return err
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			_ = fsys.Remove(lockPath)
+		}
+	}()
+
+	// Under the lock the value cannot change: every writer of this ref
+	// (and pack-refs, which deletes loose refs) needs the lock first.
+	cur, err := r.readRef(name)
+	if err != nil {
+		lock.Close()
+		return err
+	}
+	if cur != oldHash {
+		lock.Close()
+		return fmt.Errorf("%w: %s is at %s, not %s", ErrBranchMoved, name, describeHash(cur), describeHash(oldHash))
+	}
+	if _, err := lock.Write([]byte(newHash.String() + "\n")); err != nil {
+		lock.Close()
+		return fmt.Errorf("write %s: %w", lockPath, err)
+	}
+	if err := lock.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", lockPath, err)
+	}
+	if err := fsys.Rename(lockPath, refPath); err != nil {
+		return fmt.Errorf("update %s: %w", name, err)
+	}
+	renamed = true
+	return nil
+}
+
+func describeHash(h plumbing.Hash) string {
+	if h.IsZero() {
+		return "nothing (absent)"
+	}
+	return h.String()[:shortHashLen]
+}
+
+type closeWriter interface {
+	Write([]byte) (int, error)
+	Close() error
+}
+
+// acquireRefLock creates lockPath exclusively, waiting with backoff while
+// another writer holds it.
+func (r *Repo) acquireRefLock(ctx context.Context, lockPath string) (closeWriter, error) {
+	fsys := r.storage.Filesystem()
+	deadline := time.Now().Add(refLockWait)
+	backoff := time.Millisecond
+	for {
+		f, err := fsys.OpenFile(lockPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("lock %s in the git directory of %s: held for over %s: another process is updating the branch, or one crashed (remove the file if no git or lieutenant process is running)",
+				lockPath, r.path, refLockWait)
+		}
+		if err := sleep(ctx, backoff+rand.N(backoff)); err != nil {
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+		}
+		backoff = min(2*backoff, 50*time.Millisecond)
+	}
+}
+
+// checkRefNameFree refuses to create refs/heads/a/b when refs/heads/a or
+// refs/heads/a/b/c exists, which git forbids because loose refs are files
+// and directories of the same names. go-git would create it when the
+// conflicting ref is only in packed-refs. Called with r.mu held.
+func (r *Repo) checkRefNameFree(name plumbing.ReferenceName) error {
+	names, err := r.refNames()
+	if err != nil {
+		return err
+	}
+	n := name.String()
+	for _, o := range names {
+		if strings.HasPrefix(n, o+"/") || strings.HasPrefix(o, n+"/") {
+			return fmt.Errorf("cannot create %s: it conflicts with existing ref %s", n, o)
+		}
+	}
+	return nil
+}
+
+// refNames lists every ref, loose and packed. It does not use go-git's
+// IterReferences, which reads <ref>.lock files as refs and so fails with
+// "ref file is empty" whenever any writer, git included, holds a ref lock.
+// Called with r.mu held.
+func (r *Repo) refNames() ([]string, error) {
+	fsys := r.storage.Filesystem()
+	var names []string
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		infos, err := fsys.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile, as git prunes empty directories
+		}
+		if err != nil {
+			return err
+		}
+		for _, fi := range infos {
+			p := dir + "/" + fi.Name()
+			switch {
+			case fi.IsDir():
+				if err := walk(p); err != nil {
+					return err
+				}
+			case !strings.HasSuffix(fi.Name(), ".lock"):
+				names = append(names, p)
+			}
+		}
+		return nil
+	}
+	if err := walk("refs"); err != nil {
+		return nil, fmt.Errorf("list refs: %w", err)
+	}
+	f, err := fsys.Open("packed-refs")
+	if errors.Is(err, fs.ErrNotExist) {
+		return names, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list refs: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "<hash> <name>", "^<peeled hash>" or "# comment".
+		line := sc.Text()
+		if _, name, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "^") {
+			names = append(names, name)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("list refs: read packed-refs: %w", err)
+	}
+	return names, nil
+}
+
+// checkNotCheckedOut refuses to move a branch that a work tree has checked
+// out: its index would then lack the new files, and the next commit made
+// there would silently drop them from the branch tip. (git refuses to push
+// into a checked-out branch for the same reason.) Called with r.mu held.
+func (r *Repo) checkNotCheckedOut(name plumbing.ReferenceName) error {
+	fsys := r.storage.Filesystem()
+	heads := []string{}
+	if !r.bare {
+		heads = append(heads, "HEAD") // this work tree's own
+	}
+	// Linked work trees keep theirs in the common dir, under worktrees/.
+	if infos, err := fsys.ReadDir("worktrees"); err == nil {
+		for _, fi := range infos {
+			heads = append(heads, "worktrees/"+fi.Name()+"/HEAD")
+		}
+	}
+	// From a linked work tree, the main work tree's HEAD is the common
+	// dir's, which the storage filesystem does not map "HEAD" to.
+	if b, err := readFile(fsys, "commondir"); err == nil {
+		heads = append(heads, filepath.Join(fsys.Root(), strings.TrimSpace(string(b)), "HEAD"))
+	}
+	for _, head := range heads {
+		var b []byte
+		var err error
+		if filepath.IsAbs(head) {
+			b, err = os.ReadFile(head)
+		} else {
+			b, err = readFile(fsys, head)
+		}
+		if err != nil {
+			continue // not a work tree, or being removed
+		}
+		if target, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "ref: "); ok && target == name.String() {
+			return fmt.Errorf("%s is checked out in a work tree (see `git worktree list`); switch that work tree to another branch: lieutenant does not move a checked-out branch, because a commit made there would drop the files it has not seen", name.Short())
+		}
+	}
+	return nil
+}
+
+func readFile(fsys billy.Filesystem, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

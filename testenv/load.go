@@ -1,0 +1,122 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Load sends a steady stream of GET requests and counts the failures: the
+// proof of a correct drain is that a rollout under load fails none.
+type Load struct {
+	url    string
+	client *http.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	total   int
+	failed  int
+	samples []string // the first few failures, to say why
+	start   time.Time
+	end     time.Time
+}
+
+// LoadResult is what a Load saw.
+type LoadResult struct {
+	Total, Failed int
+	Duration      time.Duration
+	Samples       []string
+}
+
+// Rate is the achieved requests per second.
+func (r LoadResult) Rate() float64 { return float64(r.Total) / r.Duration.Seconds() }
+
+func (r LoadResult) String() string {
+	return fmt.Sprintf("%d requests in %s (%.0f/s), %d failed %v", r.Total, r.Duration.Round(time.Millisecond), r.Rate(), r.Failed, r.Samples)
+}
+
+// StartLoad sends rps requests per second to url until Stop. A request
+// fails when it errors or answers anything but 200.
+func StartLoad(t testing.TB, url string, rps int) *Load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Load{
+		url:    url,
+		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		cancel: cancel,
+		done:   make(chan struct{}),
+		start:  time.Now(),
+	}
+	go l.loop(ctx, rps)
+	t.Cleanup(func() { l.Stop() })
+	return l
+}
+
+func (l *Load) loop(ctx context.Context, rps int) {
+	defer close(l.done)
+	tick := time.NewTicker(time.Second / time.Duration(rps))
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	inflight := make(chan struct{}, 128)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		select {
+		case inflight <- struct{}{}:
+		default:
+			l.record(fmt.Errorf("more than 128 requests in flight"))
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-inflight }()
+			l.record(l.once())
+		}()
+	}
+}
+
+func (l *Load) once() error {
+	resp, err := l.client.Get(l.url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (l *Load) record(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total++
+	if err != nil {
+		l.failed++
+		if len(l.samples) < 5 {
+			l.samples = append(l.samples, err.Error())
+		}
+	}
+}
+
+// Stop ends the load, waits for requests in flight and returns the counts.
+func (l *Load) Stop() LoadResult {
+	l.cancel()
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.end.IsZero() {
+		l.end = time.Now()
+	}
+	return LoadResult{Total: l.total, Failed: l.failed, Duration: l.end.Sub(l.start), Samples: l.samples}
+}
