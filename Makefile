@@ -3,8 +3,9 @@ GO      ?= go
 BIN     := bin/lieutenant
 PKGS    := ./...
 
-# Debian packages the tests start for real: program -> package.
-TEST_DEPS := haproxy:haproxy sshd:openssh-server ssh-keygen:openssh-client git:git sudo:sudo
+# Debian packages the tests need: the real parts they start (HAProxy,
+# OpenSSH, Git, sudo) and a C toolchain for the race detector (cgo).
+TEST_DEPS := haproxy openssh-server openssh-client git sudo gcc libc6-dev
 
 .PHONY: all build test deps check bench clean
 
@@ -19,9 +20,8 @@ $(BIN): $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 ## OpenSSH, Git) when they are missing.
 deps:
 	@missing=""; \
-	for dep in $(TEST_DEPS); do \
-		prog=$${dep%%:*}; pkg=$${dep##*:}; \
-		command -v $$prog >/dev/null 2>&1 || [ -x /usr/sbin/$$prog ] || missing="$$missing $$pkg"; \
+	for pkg in $(TEST_DEPS); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

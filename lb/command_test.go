@@ -133,7 +133,10 @@ func (s *scriptLB) config() lb.CommandConfig {
 		Enable: []string{s.script, "enable", lb.ServerArg},
 		State:  []string{s.script, "state"},
 		Env:    []string{"LBCTL_STATE=" + s.dir},
-		Grace:  2 * time.Second,
+		// lbctl counts its timeout from when bash gets to it, after a
+		// start and a few forks that take seconds on a loaded machine
+		// under -race: room for that, not for a program that overruns.
+		Grace: 5 * time.Second,
 	}
 }
 

@@ -4,7 +4,8 @@
 // It owns the adapters (HAProxy's runtime API, user programs for balancers
 // without an adapter, None for fleets without a balancer), the WithMinimum
 // guard, and the contract they share, which lbtest.RunConformance checks
-// against every adapter and against the fake in testenv.
+// against every adapter and against the fake in testenv, bare and wrapped in
+// WithMinimum.
 //
 // Invariants:
 //   - A drain only returns nil once the server has no session and nothing

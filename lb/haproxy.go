@@ -172,14 +172,14 @@ const maxReply = 16 << 20
 
 // command sends one line to the runtime API and returns the whole reply.
 func (h *HAProxy) command(ctx context.Context, cmd string) (string, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return "", err
 	}
 	d := net.Dialer{Timeout: h.cmdLimit}
 	conn, err := d.DialContext(ctx, h.network, h.address)
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("haproxy runtime API at %s: %w", h.addr, ctx.Err())
+		if cerr := ctxErr(ctx); cerr != nil {
+			return "", fmt.Errorf("haproxy runtime API at %s: %w", h.addr, cerr)
 		}
 		return "", fmt.Errorf("haproxy runtime API at %s is unreachable: %w", h.addr, err)
 	}
@@ -200,19 +200,30 @@ func (h *HAProxy) command(ctx context.Context, cmd string) (string, error) {
 		reply, err = io.ReadAll(io.LimitReader(conn, maxReply))
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("haproxy runtime API at %s: %q: %w", h.addr, cmd, ctx.Err())
+		if cerr := ctxErr(ctx); cerr != nil {
+			return "", fmt.Errorf("haproxy runtime API at %s: %q: %w", h.addr, cmd, cerr)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-				err = context.DeadlineExceeded
-			} else {
-				err = fmt.Errorf("no reply within %s: %w", h.cmdLimit, err)
-			}
+			err = fmt.Errorf("no reply within %s: %w", h.cmdLimit, err)
 		}
 		return "", fmt.Errorf("haproxy runtime API at %s: %q: %w", h.addr, cmd, err)
 	}
 	return string(reply), nil
+}
+
+// ctxErr is ctx.Err(), except that it reports DeadlineExceeded as soon as
+// ctx's deadline has passed. The dialer and the connection carry that
+// deadline into the poller, whose timer can fire before ctx's own: the
+// call then fails with a bare "i/o timeout" while ctx.Err() is still nil
+// for a moment, and a drain's timeout would read as an unreachable API.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // replyError turns a runtime API reply to an action command into an error:
@@ -242,9 +253,22 @@ func (h *HAProxy) action(ctx context.Context, cmd string) error {
 		return err
 	}
 	if err := replyError(reply); err != nil {
-		return fmt.Errorf("%s: %w", cmd, err)
+		return &refusedError{fmt.Errorf("%s: %w", cmd, err)}
 	}
 	return nil
+}
+
+// refusedError is an action HAProxy answered with an error, so it changed
+// nothing; any other failed action may have been applied before its reply
+// was lost.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+func refused(err error) bool {
+	var r *refusedError
+	return errors.As(err, &r)
 }
 
 func (h *HAProxy) setState(ctx context.Context, server string, a Admin) error {
@@ -569,7 +593,7 @@ func (h *HAProxy) Drain(ctx context.Context, server string, opts DrainOptions) e
 }
 
 func (h *HAProxy) drain(ctx context.Context, server string, opts DrainOptions) error {
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return err
 	}
 	if !validHAProxyName(server) {
@@ -589,25 +613,41 @@ func (h *HAProxy) drain(ctx context.Context, server string, opts DrainOptions) e
 	prev := s.Admin
 	if prev != AdminDrain {
 		if err := h.setState(ctx, server, AdminDrain); err != nil {
-			return err
+			if refused(err) {
+				return err
+			}
+			// HAProxy may have applied the command before ctx ended and the
+			// reply was lost: put the state back rather than guess.
+			return errors.Join(err, h.restore(ctx, server, prev))
 		}
 	}
 
 	timeout := opts.EffectiveTimeout()
 	waitCtx, cancel := context.WithTimeout(ctx, timeout)
 	last, err := h.waitIdle(waitCtx, server)
+	if err != nil {
+		// Whatever the poll reported, a passed deadline is the timeout: a
+		// poll it cut short may have failed in any way.
+		if werr := ctxErr(waitCtx); werr != nil {
+			err = werr
+		}
+	}
 	cancel()
 	switch {
 	case err == nil:
-		return h.setState(ctx, server, AdminMaint)
-	case ctx.Err() != nil:
+		if err := h.setState(ctx, server, AdminMaint); err != nil {
+			// A failed drain leaves the server as it found it.
+			return errors.Join(err, h.restore(ctx, server, prev))
+		}
+		return nil
+	case ctxErr(ctx) != nil:
 		return errors.Join(
-			fmt.Errorf("waiting for %d sessions to end: %w", last.Sessions, ctx.Err()),
+			fmt.Errorf("waiting for %d sessions to end: %w", last.Sessions, ctxErr(ctx)),
 			h.restore(ctx, server, prev))
 	case !errors.Is(err, context.DeadlineExceeded):
 		return errors.Join(err, h.restore(ctx, server, prev))
 	case opts.KillSessions:
-		return h.kill(ctx, server)
+		return h.kill(ctx, server, prev)
 	}
 	if rerr := h.restore(ctx, server, prev); rerr != nil {
 		return errors.Join(fmt.Errorf("%d sessions and %d queued after %s: %w", last.Sessions, last.Queued, timeout, ErrDrainTimeout), rerr)
@@ -645,9 +685,9 @@ func (h *HAProxy) waitIdle(ctx context.Context, server string) (statRow, error) 
 
 // kill ends a drain that ran out of time: maintenance first, so no new
 // persistent session lands between the two commands, then the sessions go.
-func (h *HAProxy) kill(ctx context.Context, server string) error {
+func (h *HAProxy) kill(ctx context.Context, server string, prev Admin) error {
 	if err := h.setState(ctx, server, AdminMaint); err != nil {
-		return err
+		return errors.Join(err, h.restore(ctx, server, prev))
 	}
 	if err := h.action(ctx, "shutdown sessions server "+h.backend+"/"+server); err != nil {
 		return err
@@ -657,10 +697,19 @@ func (h *HAProxy) kill(ctx context.Context, server string) error {
 	waitCtx, cancel := context.WithTimeout(ctx, h.grace)
 	defer cancel()
 	last, err := h.waitIdle(waitCtx, server)
-	if err != nil {
-		return fmt.Errorf("in maintenance, but %d sessions still open after shutdown sessions: %w", last.Sessions, err)
+	switch {
+	case err == nil:
+		return nil
+	case ctxErr(ctx) != nil:
+		return fmt.Errorf("in maintenance, waiting for %d sessions to end after shutdown sessions: %w",
+			last.Sessions, ctxErr(ctx))
+	case ctxErr(waitCtx) != nil:
+		// Not the caller's deadline: say so rather than wrap
+		// DeadlineExceeded, which would read as the caller's.
+		return fmt.Errorf("in maintenance, but %d sessions still open %s after shutdown sessions",
+			last.Sessions, h.grace)
 	}
-	return nil
+	return fmt.Errorf("in maintenance, but %d sessions still open after shutdown sessions: %w", last.Sessions, err)
 }
 
 // restore puts the admin state back after a failed drain. It runs with a
@@ -669,7 +718,7 @@ func (h *HAProxy) restore(ctx context.Context, server string, prev Admin) error 
 	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.grace)
 	defer cancel()
 	if err := h.setState(gctx, server, prev); err != nil {
-		return fmt.Errorf("putting it back to %s failed, it is left draining: %w", prev, err)
+		return fmt.Errorf("putting it back to %s failed, it may be left draining: %w", prev, err)
 	}
 	return nil
 }
@@ -683,7 +732,7 @@ func (h *HAProxy) Enable(ctx context.Context, server string, opts EnableOptions)
 }
 
 func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions) error {
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return err
 	}
 	if !validHAProxyName(server) {
@@ -705,7 +754,7 @@ func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions)
 		// that only a check made from now on can bring the server up (see
 		// the type's comment).
 		if err := h.setState(ctx, server, AdminDrain); err != nil {
-			return err
+			return errors.Join(err, h.backToMaint(ctx, server))
 		}
 		if err := h.action(ctx, "set server "+h.backend+"/"+server+" health down"); err != nil {
 			return errors.Join(err, h.backToMaint(ctx, server))
@@ -718,12 +767,17 @@ func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions)
 	timeout := opts.EffectiveTimeout()
 	waitCtx, cancel := context.WithTimeout(ctx, timeout)
 	last, err := h.waitUp(waitCtx, server)
+	if err != nil {
+		if werr := ctxErr(waitCtx); werr != nil {
+			err = werr // see drain
+		}
+	}
 	cancel()
 	switch {
 	case err == nil:
 		return nil
-	case ctx.Err() != nil:
-		return errors.Join(fmt.Errorf("waiting for the health check: %w", ctx.Err()), h.backToMaint(ctx, server))
+	case ctxErr(ctx) != nil:
+		return errors.Join(fmt.Errorf("waiting for the health check: %w", ctxErr(ctx)), h.backToMaint(ctx, server))
 	case !errors.Is(err, context.DeadlineExceeded):
 		return errors.Join(err, h.backToMaint(ctx, server))
 	}

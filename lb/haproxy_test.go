@@ -3,8 +3,9 @@ package lb_test
 import (
 	"context"
 	"errors"
-	"net"
+	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,13 +105,7 @@ func TestHAProxyEnableIgnoresStaleUp(t *testing.T) {
 }
 
 func TestHAProxyUnreachableAPI(t *testing.T) {
-	// A port that was just free: nothing listens there.
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "ipv4@" + l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("ipv4@127.0.0.1:%d", testenv.ClosedPort(t))
 	bal, err := lb.NewHAProxy(addr, "web")
 	if err != nil {
 		t.Fatal(err)
@@ -124,12 +119,34 @@ func TestHAProxyUnreachableAPI(t *testing.T) {
 		"Enable":  func() error { return bal.Enable(ctx, "web1", lb.EnableOptions{}) },
 	} {
 		err := call()
-		if err == nil || !strings.Contains(err.Error(), addr) {
-			t.Errorf("%s: err = %v, want one naming %s", name, err, addr)
+		if err == nil || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "unreachable") {
+			t.Errorf("%s: err = %v, want one saying %s is unreachable", name, err, addr)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("%s: err = %v, want one wrapping ECONNREFUSED", name, err)
 		}
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("failing on an unreachable API took %s", d)
+	}
+}
+
+// A poll that the ctx deadline cuts short mid-dial reports the deadline, so
+// that a drain that ran out of time says so (ErrDrainTimeout) instead of
+// calling the API unreachable.
+func TestHAProxyDeadlineDuringDial(t *testing.T) {
+	bal, err := lb.NewHAProxy(fmt.Sprintf("ipv4@127.0.0.1:%d", testenv.HangingPort(t)), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.LateTimer(t.Context(), 100*time.Millisecond)
+	start := time.Now()
+	_, err = bal.Servers(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("err = %v, want one wrapping context.DeadlineExceeded, not calling the API unreachable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Servers took %s, want it to end at the ctx deadline", d)
 	}
 }
 
@@ -229,4 +246,20 @@ func TestHAProxyNumericBackendName(t *testing.T) {
 	if len(servers) != 2 || servers[0].Admin != lb.AdminMaint || !servers[1].Serving() {
 		t.Fatalf("servers = %+v", servers)
 	}
+}
+
+// WithMinimum wraps every balancer in production, so it keeps the contract
+// over real HAProxy too. Three servers and a minimum of 1 leave room for the
+// suite's drains (at most two at once).
+func TestHAProxyWithMinimumConformance(t *testing.T) {
+	lbtest.RunConformance(t, func(t *testing.T) lbtest.Harness {
+		f := startHAProxyFleet(t)
+		return lbtest.Harness{
+			Balancer:      lb.WithMinimum(f.bal, 1),
+			Servers:       f.hp.Servers,
+			SetHealthy:    func(s string, ok bool) { f.backends[s].SetHealthy(ok) },
+			HoldSession:   func(s string) func() { return f.hp.HoldSession(t, s, f.backends[s]) },
+			EnableTimeout: 5 * time.Second,
+		}
+	})
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
 )
 
 // ConfigFile is the file at the root of a deploy repository that ties
@@ -64,7 +66,7 @@ var (
 	envNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 	branchRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
 	sshUserRe  = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*\$?$`)
-	backendRe  = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+	backendRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 	addrCharRe = regexp.MustCompile(`^[A-Za-z0-9_.:@/\[\]-]+$`)
 )
 
@@ -78,8 +80,8 @@ func parseConfig(file string, data []byte, p *problems) *Config {
 	seen := d.mapping(root, "", map[string]func(k, v *yaml.Node){
 		"history_branch": func(_, v *yaml.Node) {
 			b := d.str(v, "history_branch")
-			if b != "" && (!branchRe.MatchString(b) || strings.Contains(b, "..") || strings.HasSuffix(b, "/") || strings.HasSuffix(b, ".lock")) {
-				d.errorf(v, "history_branch", "%q is not a valid branch name", b)
+			if !validBranch(b) {
+				d.errorf(v, "history_branch", "%q is not a valid branch name; use one such as lieutenant/runs", b)
 				return
 			}
 			cfg.HistoryBranch = b
@@ -112,6 +114,19 @@ func parseConfig(file string, data []byte, p *problems) *Config {
 	return cfg
 }
 
+// validBranch follows git check-ref-format, narrowed to plain names.
+func validBranch(b string) bool {
+	if !branchRe.MatchString(b) || b == "HEAD" || strings.HasSuffix(b, "/") || strings.HasSuffix(b, ".lock") {
+		return false
+	}
+	for _, part := range strings.Split(b, "/") {
+		if part == "" || strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+			return false
+		}
+	}
+	return !strings.Contains(b, "..")
+}
+
 func (d decoder) environment(n *yaml.Node, name string) *Environment {
 	p := "environments." + name
 	env := &Environment{
@@ -125,7 +140,7 @@ func (d decoder) environment(n *yaml.Node, name string) *Environment {
 			if s == "" {
 				return
 			}
-			if path.IsAbs(s) || path.Clean(s) != s || strings.HasPrefix(s, "../") || s == ".." {
+			if path.IsAbs(s) || path.Clean(s) != s || strings.HasPrefix(s, "../") || s == ".." || s == "." {
 				d.errorf(v, join(p, field), "%q must be a path inside the repository, such as releases/%s.yaml", s, name)
 				return
 			}
@@ -189,11 +204,21 @@ func (d decoder) balancer(n *yaml.Node, p string) BalancerConfig {
 				d.errorf(n, join(p, f), "belongs to type: command, not haproxy")
 			}
 		}
+		if b.API != "" && b.Backend != "" {
+			if _, err := lb.NewHAProxy(b.API, b.Backend); err != nil {
+				d.errorf(n, p, "%v", err)
+			}
+		}
 	case "command":
 		d.require(n, p, seen, "drain", "enable", "state")
 		for _, f := range []string{"api", "backend"} {
 			if seen[f] {
 				d.errorf(n, join(p, f), "belongs to type: haproxy, not command")
+			}
+		}
+		if seen["drain"] && seen["enable"] && seen["state"] {
+			if _, err := lb.NewCommand(lb.CommandConfig{Drain: b.Drain, Enable: b.Enable, State: b.State}); err != nil {
+				d.errorf(n, p, "%v", err)
 			}
 		}
 	case "none":

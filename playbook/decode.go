@@ -1,7 +1,10 @@
 package playbook
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,7 +89,24 @@ func (d decoder) errorf(n *yaml.Node, field, format string, args ...any) {
 // syntax error or an empty document.
 func (d decoder) parseDocument(data []byte) *yaml.Node {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	err := dec.Decode(&doc)
+	if errors.Is(err, io.EOF) {
+		d.errorf(nil, "", "file is empty")
+		return nil
+	}
+	if err == nil {
+		var next yaml.Node
+		if nerr := dec.Decode(&next); !errors.Is(nerr, io.EOF) {
+			line := 0
+			if nerr == nil {
+				line = next.Line
+			}
+			d.problems.list = append(d.problems.list, FieldError{File: d.file, Line: line, Msg: "holds more than one YAML document (---); put one document in each file"})
+			return nil
+		}
+	}
+	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		line := 0
 		if _, rest, ok := strings.Cut(msg, "line "); ok {
@@ -130,6 +150,10 @@ func (d decoder) mapping(n *yaml.Node, path string, fields map[string]func(key, 
 			d.errorf(k, join(path, k.Value), "is given twice")
 			continue
 		}
+		if k.Tag == "!!merge" {
+			d.errorf(k, path, "YAML merge keys (<<) are not supported; write the fields out")
+			continue
+		}
 		seen[k.Value] = true
 		f, ok := fields[k.Value]
 		if !ok {
@@ -166,7 +190,7 @@ func describeNode(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.AliasNode:
-		return "an alias"
+		return "an alias (anchors and aliases are not supported; write the value out)"
 	}
 	if n.Tag == "!!null" {
 		return "empty"

@@ -1,6 +1,7 @@
 package playbook
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path"
@@ -31,7 +32,7 @@ type Host struct {
 var (
 	hostNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	dnsNameRe  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$`)
-	serverRe   = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+	serverRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 	groupRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 )
 
@@ -78,6 +79,10 @@ func parseInventory(file string, data []byte, p *problems) *Inventory {
 				k, body := v.Content[i], v.Content[i+1]
 				if !groupRe.MatchString(k.Value) {
 					d.errorf(k, "groups."+k.Value, "group names use letters, digits and ._- only")
+					continue
+				}
+				if _, dup := inv.Groups[k.Value]; dup {
+					d.errorf(k, "groups."+k.Value, "is given twice")
 					continue
 				}
 				inv.Groups[k.Value] = d.strings(body, "groups."+k.Value)
@@ -130,8 +135,8 @@ func (d decoder) host(n *yaml.Node, name string) (Host, bool) {
 }
 
 func validAddress(s string) bool {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return true
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Zone() == "" // a zone is a local interface name, not an address to reach
 	}
 	return len(s) <= 253 && dnsNameRe.MatchString(s)
 }
@@ -150,26 +155,13 @@ func (inv *Inventory) Host(name string) (Host, bool) {
 // removes what it matches. Hosts come back in inventory order. Every item
 // must match something, so a typo cannot silently shrink a rollout.
 func (inv *Inventory) Select(items []string) ([]Host, error) {
-	chosen := map[string]bool{}
-	var problems []string
-	for _, item := range items {
-		exclude := strings.HasPrefix(item, "!")
-		pattern := strings.TrimPrefix(item, "!")
-		matched, err := inv.match(pattern, map[string]bool{})
-		if err != nil {
-			problems = append(problems, err.Error())
-			continue
-		}
-		if len(matched) == 0 {
-			problems = append(problems, fmt.Sprintf("%q matches no host or group in %s", item, inv.file))
-			continue
-		}
-		for _, name := range matched {
-			chosen[name] = !exclude
-		}
+	names, err := inv.resolve(items, map[string]bool{})
+	if err != nil {
+		return nil, err
 	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+	chosen := map[string]bool{}
+	for _, n := range names {
+		chosen[n] = true
 	}
 	var out []Host
 	for _, h := range inv.Hosts {
@@ -183,6 +175,32 @@ func (inv *Inventory) Select(items []string) ([]Host, error) {
 	return out, nil
 }
 
+// resolve returns the host names a list of items selects: everything the
+// items without "!" match, minus everything the "!" items match, whatever
+// their order (as Ansible does). Every item must match something.
+func (inv *Inventory) resolve(items []string, visiting map[string]bool) ([]string, error) {
+	var include, exclude []string
+	var problems []string
+	for _, item := range items {
+		pattern, negated := strings.CutPrefix(item, "!")
+		matched, err := inv.match(pattern, visiting)
+		switch {
+		case err != nil:
+			problems = append(problems, err.Error())
+		case len(matched) == 0:
+			problems = append(problems, fmt.Sprintf("%q matches no host or group in %s", item, inv.file))
+		case negated:
+			exclude = append(exclude, matched...)
+		default:
+			include = append(include, matched...)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	return without(include, exclude), nil
+}
+
 // match returns the host names a single pattern names; groups may include
 // groups, and a cycle is an error.
 func (inv *Inventory) match(pattern string, visiting map[string]bool) ([]string, error) {
@@ -192,22 +210,11 @@ func (inv *Inventory) match(pattern string, visiting map[string]bool) ([]string,
 		}
 		visiting[pattern] = true
 		defer delete(visiting, pattern)
-		var out []string
-		for _, m := range members {
-			names, err := inv.match(strings.TrimPrefix(m, "!"), visiting)
-			if err != nil {
-				return nil, err
-			}
-			if len(names) == 0 {
-				return nil, fmt.Errorf("member %q of group %q matches no host", m, pattern)
-			}
-			if strings.HasPrefix(m, "!") {
-				out = without(out, names)
-			} else {
-				out = append(out, names...)
-			}
+		names, err := inv.resolve(members, visiting)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", pattern, err)
 		}
-		return out, nil
+		return names, nil
 	}
 	if _, err := path.Match(pattern, ""); err != nil {
 		return nil, fmt.Errorf("%q is not a valid pattern: %v", pattern, err)

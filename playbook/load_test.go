@@ -14,7 +14,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 // validRepo is testdata/valid as an in-memory tree that cases modify.
-func validRepo(t *testing.T) fstest.MapFS {
+func validRepo(t testing.TB) fstest.MapFS {
 	t.Helper()
 	m := fstest.MapFS{}
 	root := "testdata/valid"
@@ -192,6 +192,42 @@ environments:
     inventory: inventory/production.yaml
     playbook: playbooks/web.yml
 `}},
+		{"hostile-templates-and-yaml", map[string]string{
+			"playbooks/web.yaml": `
+hosts: web
+steps:
+  - command.run: "echo {{ range 100000000000 }}x{{ end }}"
+  - command.run: "{{ printf \"%s\" .Release }}"
+  - http.check: {url: "http://{{ .Host.Address }}:8080/{{ if .Release }}x{{ end }}"}
+gate:
+  checks:
+    - http.check: {url: "http://{{ .Host.Address }}/version"}
+`,
+			"releases/production.yaml": "release: &r 2026.11.3\npackages: [*r]\n---\nrelease: again\n",
+			"inventory/staging.yaml": `
+base: &base {address: 10.0.2.11}
+hosts:
+  web-1: {<<: *base}
+  web-2: {address: "fe80::1%eth0;touch /tmp/pwn", balancer_server: --all}
+groups:
+  web: ["web-*"]
+  web: ["web-1"]
+`,
+		}},
+		{"balancer-and-branch", map[string]string{"lieutenant.yaml": `
+history_branch: "a//b/.x"
+environments:
+  production:
+    manifest: releases/production.yaml
+    inventory: inventory/production.yaml
+    playbook: playbooks/web.yaml
+    balancer: {type: command, drain: [/usr/local/bin/lb, "drain {server}"], enable: [], state: [/usr/local/bin/lb, state, "{server}"]}
+  staging:
+    manifest: .
+    inventory: inventory/staging.yaml
+    playbook: playbooks/web.yaml
+    balancer: {type: haproxy, api: "tcp://127.0.0.1:9999", backend: "-web"}
+`}},
 		{"wrong-types", map[string]string{"playbooks/web.yaml": `
 hosts: {web: true}
 strategy: halves
@@ -212,5 +248,53 @@ gate: [soak]
 			}
 			golden(t, "errors-"+tc.name, err.Error()+"\n")
 		})
+	}
+}
+
+func TestSelect(t *testing.T) {
+	var p problems
+	inv := parseInventory("inventory.yaml", []byte(`
+hosts:
+  web-1: {address: 10.0.0.1}
+  web-2: {address: 10.0.0.2}
+  web-3: {address: 10.0.0.3}
+  db-1: {address: 10.0.0.4}
+groups:
+  web: ["web-*"]
+  canary: ["web-1"]
+  rest: [web, "!canary"]
+  all: [web, "db-*"]
+  loop: [loop2]
+  loop2: [loop]
+`), &p)
+	cases := []struct {
+		items   []string
+		want    string
+		wantErr string
+	}{
+		{items: []string{"web"}, want: "web-1 web-2 web-3"},
+		{items: []string{"!web-1", "web-*"}, want: "web-2 web-3"}, // exclusions win whatever the order
+		{items: []string{"web-*", "!web-1"}, want: "web-2 web-3"},
+		{items: []string{"rest"}, want: "web-2 web-3"},
+		{items: []string{"all", "!rest"}, want: "web-1 db-1"},
+		{items: []string{"db-1", "web-2"}, want: "web-2 db-1"}, // inventory order
+		{items: []string{"web", "!web"}, wantErr: "selects no hosts"},
+		{items: []string{"web", "app-*"}, wantErr: `"app-*" matches no host or group`},
+		{items: []string{"loop"}, wantErr: "includes itself"},
+		{items: []string{"web-["}, wantErr: "not a valid pattern"},
+	}
+	for _, tc := range cases {
+		hosts, err := inv.Select(tc.items)
+		var names []string
+		for _, h := range hosts {
+			names = append(names, h.Name)
+		}
+		got := strings.Join(names, " ")
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("Select(%q) = %q, %v; want error %q", tc.items, got, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || got != tc.want):
+			t.Errorf("Select(%q) = %q, %v; want %q", tc.items, got, err, tc.want)
+		}
 	}
 }

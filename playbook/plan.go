@@ -2,6 +2,8 @@ package playbook
 
 import (
 	"fmt"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
 )
 
 // Plan is what a run will do, computed without any I/O from a deployment and
@@ -32,6 +34,13 @@ type Batch struct {
 type HostPlan struct {
 	Host    Host
 	Changes []Change
+	// Balancer is the host's server state as "admin/health" ("" when not
+	// known: offline, or no balancer).
+	Balancer string
+	// Repair is set for a host that has the release but is out of service
+	// (typically left out by a failed run): its steps run again, which
+	// verifies it and puts it back.
+	Repair bool
 }
 
 // Action is what happens to one package on one host.
@@ -41,6 +50,7 @@ const (
 	ActionInstall   Action = "install"
 	ActionUpgrade   Action = "upgrade"
 	ActionDowngrade Action = "downgrade"
+	ActionReinstall Action = "reinstall"
 	ActionKeep      Action = "keep"
 	ActionUnknown   Action = "unknown" // offline: installed version not read
 )
@@ -57,9 +67,15 @@ type Change struct {
 type Installed map[string]map[string][]Package
 
 // MakePlan cuts the selected hosts into batches and works out each host's
-// changes. With installed == nil the plan is offline: every selected host is
-// planned and changes are unknown. It performs no I/O.
-func MakePlan(dep *Deployment, installed Installed) (*Plan, error) {
+// changes from what was observed. With obs == nil the plan is offline: every
+// selected host is planned and changes are unknown. A host that already has
+// the release is left alone, unless the balancer has it out of service: then
+// its steps run again to verify it and put it back. It performs no I/O.
+func MakePlan(dep *Deployment, obs *Observed) (*Plan, error) {
+	var installed Installed
+	if obs != nil {
+		installed = obs.Installed
+	}
 	pb := dep.Playbook
 	plan := &Plan{
 		Environment: dep.Environment.Name,
@@ -80,6 +96,10 @@ func MakePlan(dep *Deployment, installed Installed) (*Plan, error) {
 	var todo []HostPlan
 	for _, h := range dep.Hosts {
 		hp := HostPlan{Host: h}
+		server, known := obs.server(h)
+		if known {
+			hp.Balancer = string(server.Admin) + "/" + string(server.Health)
+		}
 		var have map[string][]Package
 		if installed != nil {
 			var ok bool
@@ -93,9 +113,10 @@ func MakePlan(dep *Deployment, installed Installed) (*Plan, error) {
 			changed = changed || c.Action != ActionKeep
 			hp.Changes = append(hp.Changes, c)
 		}
+		hp.Repair = !changed && known && !server.Serving()
 		// Without an install step the playbook is a restart or a command
 		// for every host, so no host is up to date.
-		if changed || !installs {
+		if changed || !installs || hp.Repair {
 			todo = append(todo, hp)
 		} else {
 			plan.UpToDate = append(plan.UpToDate, hp)
@@ -121,6 +142,9 @@ func change(want Package, have []Package, offline bool) Change {
 		switch {
 		case hasExact(have, want):
 			c.Action = ActionKeep
+		case len(have) == 1 && CompareEVR(have[0], want) == 0:
+			// Same version, another arch.
+			c.Action = ActionReinstall
 		case CompareEVR(newest(have), want) > 0:
 			c.Action = ActionDowngrade
 		default:
@@ -162,15 +186,18 @@ func (p *Plan) Hosts() []HostPlan {
 	return out
 }
 
-// maxConcurrentDrains is the most hosts that can be out of the balancer at
-// once because of this plan: a batch, bounded by max_parallel.
-func (p *Plan) maxConcurrentDrains() int {
-	n := 0
-	for _, b := range p.Batches {
-		n = max(n, len(b.Hosts))
+// CheckCapacity says whether the backend (every server of it, as the
+// balancer reports them now) can spare the servers this plan drains at once
+// without going below minUp in service.
+func (p *Plan) CheckCapacity(backend []lb.Server, minUp int) error {
+	if !p.drains() {
+		return nil
 	}
-	if p.Strategy.MaxParallel > 0 {
-		n = min(n, p.Strategy.MaxParallel)
+	batches := make([][]string, len(p.Batches))
+	for i, b := range p.Batches {
+		for _, hp := range b.Hosts {
+			batches[i] = append(batches[i], hp.Host.BalancerServer)
+		}
 	}
-	return n
+	return checkDrainCapacity(backend, batches, p.Strategy.MaxParallel, minUp)
 }

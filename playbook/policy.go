@@ -56,25 +56,47 @@ func balancerFixAfter(p hostProgress) balancerFix {
 func shouldStop(failures, maxFailures int) bool { return failures > maxFailures }
 
 // checkDrainCapacity refuses a plan whose batches would take more servers
-// out of service at once than the backend can spare. servers is the whole
-// backend; maxConcurrent how many hosts the plan drains at once.
-func checkDrainCapacity(servers []lb.Server, maxConcurrent, minUp int) error {
-	serving := 0
+// out of service at once than the backend can spare. backend is every
+// server as the balancer reports it now; batches are the servers each batch
+// drains, in order, at most maxParallel (0: all) at once. A server out of
+// service now costs nothing to drain, and counts as in service once its
+// batch has passed (that is what its steps do).
+func checkDrainCapacity(backend []lb.Server, batches [][]string, maxParallel, minUp int) error {
+	serving := map[string]bool{}
+	count := 0
 	var out []string
-	for _, s := range servers {
+	for _, s := range backend {
+		serving[s.Name] = s.Serving()
 		if s.Serving() {
-			serving++
+			count++
 		} else {
 			out = append(out, fmt.Sprintf("%s (%s/%s)", s.Name, s.Admin, s.Health))
 		}
 	}
-	if serving-maxConcurrent >= minUp {
-		return nil
+	for i, batch := range batches {
+		drains := 0
+		for _, name := range batch {
+			if in, known := serving[name]; in || !known {
+				drains++
+			}
+		}
+		if maxParallel > 0 {
+			drains = min(drains, maxParallel)
+		}
+		if count-drains < minUp {
+			msg := fmt.Sprintf("batch %d drains %d servers at once but only %d of %d are in service and min_up is %d",
+				i+1, drains, count, len(backend), minUp)
+			if len(out) > 0 {
+				msg += "; out of service now: " + strings.Join(out, ", ")
+			}
+			return fmt.Errorf("%s; use smaller batches (strategy.batches) or max_parallel, or bring servers back first", msg)
+		}
+		for _, name := range batch {
+			if in, known := serving[name]; known && !in {
+				serving[name] = true
+				count++
+			}
+		}
 	}
-	msg := fmt.Sprintf("the plan drains up to %d servers at once but only %d of %d are in service and min_up is %d",
-		maxConcurrent, serving, len(servers), minUp)
-	if len(out) > 0 {
-		msg += "; out of service now: " + strings.Join(out, ", ")
-	}
-	return fmt.Errorf("%s; use smaller batches (strategy.batches) or max_parallel, or bring servers back first", msg)
+	return nil
 }

@@ -105,11 +105,11 @@ func (f *liveFleet) rollout(ctx context.Context) (*playbook.Record, error) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	installed, err := playbook.Inspect(ctx, f.fleet, dep, 0)
+	obs, err := playbook.Inspect(ctx, f.fleet, f.balancer, dep, 0)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := playbook.MakePlan(dep, installed)
+	plan, err := playbook.MakePlan(dep, obs)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func (f *liveFleet) rollout(ctx context.Context) (*playbook.Record, error) {
 	local, _ := transport.NewLocal().Connect(ctx, transport.Host{Name: "localhost"})
 	r := &playbook.Runner{
 		Connector: f.fleet,
-		Balancer:  lb.WithMinimum(f.balancer, dep.Environment.Balancer.MinUp),
+		Balancer:  f.balancer,
 		MinUp:     dep.Environment.Balancer.MinUp,
 		Local:     local,
 		Recorder:  recorder,
@@ -166,9 +166,7 @@ func TestRolloutBehindRealHAProxy(t *testing.T) {
 		t.Errorf("after 1.1.0: %s, want %s", got, want)
 	}
 	t.Logf("load during the 1.1.0 rollout: %s", res)
-	if res.Failed != 0 {
-		t.Errorf("requests failed during a drained rollout: %s", res)
-	}
+	checkLoad(t, res)
 	// Plain git reads the record.
 	path := "runs/production/" + rec.ID + ".yaml"
 	shown := testenv.Git(t, f.repo, "show", "lieutenant/runs:"+path)
@@ -199,10 +197,11 @@ func TestRolloutBehindRealHAProxy(t *testing.T) {
 	if got, want := f.state(), "web1=maint/down@1.2.0 web2=maint/down@1.2.0 web3=ready/up@1.1.0 web4=ready/up@1.1.0"; got != want {
 		t.Errorf("after 1.2.0: %s, want %s", got, want)
 	}
-	t.Logf("load during the failed 1.2.0 rollout: %s", res)
-	if res.Failed != 0 {
-		t.Errorf("requests failed during the failed rollout: %s", res)
+	if got, want := f.haproxy.Statuses(t), "web1=MAINT web2=MAINT web3=UP web4=UP"; got != want {
+		t.Errorf("HAProxy's show stat after 1.2.0: %s, want %s", got, want)
 	}
+	t.Logf("load during the failed 1.2.0 rollout: %s", res)
+	checkLoad(t, res)
 	shown = testenv.Git(t, f.repo, "show", "lieutenant/runs:runs/production/"+rec.ID+".yaml")
 	for _, want := range []string{"outcome: failed", "status: untouched", "GET http://127.0.0.11:", "status 503, want 200", "balancer: maint/down"} {
 		if !strings.Contains(shown, want) {
@@ -234,4 +233,47 @@ steps:
 	if res.Failed == 0 {
 		t.Errorf("no request failed although services restarted in service: the load test cannot see a bad drain (%s)", res)
 	}
+}
+
+// checkLoad asserts a load that proves something: enough requests at the
+// rate the tests rely on, and none failed.
+func checkLoad(t *testing.T, res testenv.LoadResult) {
+	t.Helper()
+	if res.Failed != 0 {
+		t.Errorf("requests failed: %s", res)
+	}
+	if res.Rate() < 150 || res.Total < 100 {
+		t.Errorf("load too thin to prove a drain: %s (want >= 150 requests/s, >= 100 requests)", res)
+	}
+}
+
+// TestOneHostFailsBehindRealHAProxy: one host of the first half fails its
+// check while its neighbour passes. HAProxy must show the failed one in
+// MAINT and every other UP, the passing neighbour at the new version and the
+// second half untouched.
+func TestOneHostFailsBehindRealHAProxy(t *testing.T) {
+	f := newLiveFleet(t)
+	f.services[0].FailHealth(true)
+	load := testenv.StartLoad(t, f.haproxy.FrontendURL+"/", 200)
+	rec, err := f.rollout(context.Background())
+	res := load.Stop()
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+		t.Fatalf("err = %v, want a failed run", err)
+	}
+	if got, want := f.haproxy.Statuses(t), "web1=MAINT web2=UP web3=UP web4=UP"; got != want {
+		t.Errorf("HAProxy's show stat: %s, want %s", got, want)
+	}
+	if got, want := f.state(), "web1=maint/down@1.1.0 web2=ready/up@1.1.0 web3=ready/up@1.0.0 web4=ready/up@1.0.0"; got != want {
+		t.Errorf("fleet: %s, want %s", got, want)
+	}
+	var status []string
+	for _, h := range rec.Hosts {
+		status = append(status, h.Name+"="+string(h.Status))
+	}
+	if got, want := strings.Join(status, " "), "web-1=failed web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("record: %s, want %s", got, want)
+	}
+	t.Logf("load: %s", res)
+	checkLoad(t, res)
 }

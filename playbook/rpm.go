@@ -45,6 +45,9 @@ func ParseNEVRA(s string) (Package, error) {
 		return p, fmt.Errorf("%q is not name-version-release[.arch] (for example hello-web-1.1.0-1.x86_64)", s)
 	}
 	if e, v, ok := strings.Cut(version, ":"); ok {
+		if e == "" {
+			return p, fmt.Errorf("%q has an empty epoch before ':'", s)
+		}
 		p.Epoch, version = e, v
 	}
 	if r, a, ok := cutLast(release, "."); ok && knownArches[a] {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/lieutenant-deploy/lieutenant/lb"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
@@ -43,10 +41,13 @@ type Recorder interface {
 // the load balancer only through Balancer.
 type Runner struct {
 	Connector transport.Connector
-	// Balancer is nil for fleets without one: drain and enable do nothing.
+	// Balancer is the adapter itself, nil for fleets without one (drain and
+	// enable then do nothing). The runner guards balancer.drain steps with
+	// MinUp, but not the isolation of a failed host: a server running a
+	// failed change is no capacity worth keeping.
 	Balancer lb.Balancer
 	// MinUp is the balancer's configured minimum of servers in service,
-	// checked against the plan before anything changes.
+	// checked against the plan before anything changes and at every drain.
 	MinUp int
 	// Local runs gate command checks on the machine lieutenant runs on.
 	Local transport.Runner
@@ -136,10 +137,16 @@ type runState struct {
 	rec      *Record
 	hosts    map[string]*HostRecord
 	servers  map[string]string // host name -> balancer server
+	guarded  lb.Balancer       // the balancer behind the MinUp guard, for drain steps
 	failures int
 	stopped  string // why no further host starts; "" while running
 	outcome  Outcome
-	saveErr  error
+
+	// Saves are group commits: every change bumps version, and a save
+	// that finds a newer version already saved has nothing to do.
+	saveMu  sync.Mutex
+	version int
+	saved   int
 }
 
 // Run executes plan on env's hosts and keeps rec up to date (rec comes from
@@ -154,10 +161,17 @@ func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *Rec
 	for _, hp := range append(plan.Hosts(), plan.UpToDate...) {
 		st.servers[hp.Host.Name] = hp.Host.BalancerServer
 	}
+	if r.Balancer != nil {
+		st.guarded = lb.WithMinimum(r.Balancer, r.MinUp)
+	}
 	r.emit(st, Event{Kind: EventRunStarted, Batches: len(plan.Batches), Message: fmt.Sprintf("%s to %s: %d hosts in %d batches",
 		plan.Environment, plan.Release, len(plan.Hosts()), len(plan.Batches))})
 
 	if problems := r.preflight(ctx, st); len(problems) > 0 {
+		if ctx.Err() != nil {
+			st.stop(OutcomeInterrupted, "interrupted before any host was changed")
+			return r.finish(ctx, st, "")
+		}
 		err := &RefusedError{Problems: problems}
 		st.outcome = OutcomeRefused
 		r.finish(ctx, st, err.Error())
@@ -200,21 +214,17 @@ func (r *Runner) preflight(ctx context.Context, st *runState) []string {
 		problems = append(problems, "the gate needs an approval (gate.approval: prompt) and there is no terminal to ask on; "+
 			"run it from a terminal, or pass --yes to approve ahead")
 	}
-	if r.Balancer != nil && plan.drains() {
+	if r.Balancer != nil {
 		servers, err := r.Balancer.Servers(ctx)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("balancer: %v", err))
 		} else {
-			known := map[string]bool{}
-			for _, s := range servers {
-				known[s.Name] = true
-			}
 			for _, hp := range plan.Hosts() {
-				if !known[hp.Host.BalancerServer] {
+				if _, ok := lb.Find(servers, hp.Host.BalancerServer); !ok {
 					problems = append(problems, fmt.Sprintf("%s: balancer has no server %q (set balancer_server in the inventory)", hp.Host.Name, hp.Host.BalancerServer))
 				}
 			}
-			if err := checkDrainCapacity(servers, plan.maxConcurrentDrains(), r.MinUp); err != nil {
+			if err := plan.CheckCapacity(servers, r.MinUp); err != nil {
 				problems = append(problems, err.Error())
 			}
 		}
@@ -223,28 +233,23 @@ func (r *Runner) preflight(ctx context.Context, st *runState) []string {
 		return problems
 	}
 	// Preflight steps run on every host of the plan before any is changed.
-	var mu sync.Mutex
-	failed := hostErrors{}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(DefaultParallelConnects)
+	hosts := make([]Host, 0, len(plan.Hosts()))
 	for _, hp := range plan.Hosts() {
-		g.Go(func() error {
-			env, err := r.hostEnv(gctx, st, hp.Host)
-			for _, s := range plan.Preflight {
-				if err != nil {
-					break
-				}
-				_, err = r.step(gctx, st, nil, 0, s, env)
-			}
-			if err != nil {
-				mu.Lock()
-				failed[hp.Host.Name] = fmt.Errorf("preflight: %w", err)
-				mu.Unlock()
-			}
-			return nil
-		})
+		hosts = append(hosts, hp.Host)
 	}
-	_ = g.Wait()
+	failed := forEachHost(ctx, hosts, DefaultParallelConnects, func(ctx context.Context, h Host) error {
+		env, err := r.hostEnv(ctx, st, h)
+		for _, s := range plan.Preflight {
+			if err != nil {
+				break
+			}
+			_, err = r.step(ctx, st, nil, 0, s, env)
+		}
+		if err != nil {
+			return fmt.Errorf("preflight: %w", err)
+		}
+		return nil
+	})
 	return append(problems, failed.lines()...)
 }
 
@@ -263,7 +268,7 @@ func (r *Runner) hostEnv(ctx context.Context, st *runState, h Host) (*stepEnv, e
 		return nil, err
 	}
 	return &stepEnv{
-		host: h, conn: conn, balancer: r.Balancer, sudo: st.env.SSH.Sudo,
+		host: h, conn: conn, balancer: st.guarded, sudo: st.env.SSH.Sudo,
 		commandTimeout: st.env.SSH.CommandTimeout, http: r.http(), packages: st.plan.Packages,
 		data: newTemplateData(st.plan.Environment, st.plan.Release, h, st.env.SSH.User, st.env.SSH.Port),
 	}, nil
@@ -283,12 +288,11 @@ func (r *Runner) runBatch(ctx context.Context, st *runState, b Batch) {
 	}
 	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
-	for _, hp := range b.Hosts {
+	for i, hp := range b.Hosts {
 		slots <- struct{}{}
-		// Checked once the host has a slot, not when it was queued: a
-		// failure stops the hosts that have not started, while hosts that
-		// start together always start together.
-		if st.isStopped() || ctx.Err() != nil {
+		// The first hosts of a batch start together. A later one starts
+		// only if nothing stopped the run while it waited for a slot.
+		if ctx.Err() != nil || i >= limit && st.isStopped() {
 			st.markUntouched(hp.Host.Name)
 			<-slots
 			continue
@@ -302,11 +306,9 @@ func (r *Runner) runBatch(ctx context.Context, st *runState, b Batch) {
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		// Failures seen while cancelling are effects of the interruption.
-		st.update(func() {
-			st.outcome = OutcomeInterrupted
-			st.stopped = fmt.Sprintf("interrupted during batch %d (%v)", b.Number, context.Cause(ctx))
-		})
+		// A failure before the interruption stays the reason; failures
+		// seen while cancelling are only its effects.
+		st.stop(OutcomeInterrupted, fmt.Sprintf("interrupted during batch %d", b.Number))
 	}
 }
 
@@ -317,6 +319,14 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		hr := st.hosts[name]
 		hr.Status, hr.StartedAt = HostRunning, &start
 	})
+	// The record says a host is being worked on before anything happens to
+	// it, and after each step that changed it or its balancer state.
+	saveOrStop := func() {
+		if err := st.save(ctx, r.Recorder); err != nil {
+			st.stop(OutcomeFailed, err.Error())
+		}
+	}
+	saveOrStop()
 	var prog hostProgress
 	var failure error
 	env, err := r.hostEnv(ctx, st, hp.Host)
@@ -331,21 +341,24 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 			prog.failed, failure = true, fmt.Errorf("interrupted before %s: %w", s.Kind(), err)
 			break
 		}
-		if _, ok := s.(*drainStep); ok {
-			prog.drainAttempted = true
-		}
-		if s.changesHost() {
-			prog.changed = true
-		}
-		if _, err := r.step(ctx, st, st.hosts[name], batch, s, env); err != nil {
+		_, drain := s.(*drainStep)
+		_, enable := s.(*enableStep)
+		prog.drainAttempted = prog.drainAttempted || drain
+		prog.changed = prog.changed || s.changesHost()
+		_, err := r.step(ctx, st, st.hosts[name], batch, s, env)
+		if err != nil {
 			prog.failed, failure = true, fmt.Errorf("%s: %w", s.Kind(), err)
 			break
 		}
-		if _, ok := s.(*enableStep); ok {
-			prog.enabled = true
+		prog.enabled = prog.enabled || enable
+		if drain || enable || s.changesHost() {
+			saveOrStop()
 		}
 	}
-	r.repair(ctx, st, batch, hp.Host, prog)
+	if err := r.repair(ctx, st, batch, hp.Host, prog); err != nil {
+		// A failed host may still be serving: stop whatever max_failures says.
+		st.stop(OutcomeFailed, fmt.Sprintf("batch %d: %s failed and could not be taken out of the balancer: %v", batch, name, firstLine(err.Error())))
+	}
 
 	var after map[string][]Package
 	if env != nil {
@@ -368,22 +381,27 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		}
 		hr.Status, hr.Error = HostFailed, failure.Error()
 		st.failures++
-		if shouldStop(st.failures, st.plan.Strategy.MaxFailures) && st.stopped == "" {
-			st.stopped = fmt.Sprintf("batch %d: %s failed: %v", batch, name, failure)
+		switch {
+		case st.stopped != "":
+		case ctx.Err() != nil:
+			// Failing because the run is being interrupted is not a
+			// failure of the host's change; runBatch records the interruption.
+		case shouldStop(st.failures, st.plan.Strategy.MaxFailures):
+			st.stopped = fmt.Sprintf("batch %d: %s failed: %s", batch, name, firstLine(failure.Error()))
 			st.outcome = OutcomeFailed
 		}
 	})
 	r.emit(st, Event{Kind: EventHostFinished, Batch: batch, Host: name, Duration: r.now().Sub(start), Err: failure})
-	if err := st.save(ctx, r.Recorder); err != nil {
-		st.stop(OutcomeFailed, err.Error())
-	}
+	saveOrStop()
 }
 
 // repair applies the balancer invariants once a host's pipeline has ended.
-func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, prog hostProgress) {
+// Isolation bypasses the MinUp guard (a failed host is no capacity);
+// restoring goes through it, which releases the guard's mark.
+func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, prog hostProgress) error {
 	fix := balancerFixAfter(prog)
 	if fix == fixNothing || r.Balancer == nil {
-		return
+		return nil
 	}
 	// The repair must happen even when the run was interrupted.
 	cctx, cancel := r.cleanupContext(ctx)
@@ -391,7 +409,7 @@ func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, pr
 	var err error
 	switch fix {
 	case fixRestore:
-		err = r.Balancer.Enable(cctx, h.BalancerServer, lb.EnableOptions{Timeout: time.Minute})
+		err = st.guarded.Enable(cctx, h.BalancerServer, lb.EnableOptions{Timeout: time.Minute})
 	case fixIsolate:
 		err = r.Balancer.Drain(cctx, h.BalancerServer, lb.DrainOptions{Timeout: 10 * time.Second, KillSessions: true})
 	}
@@ -401,6 +419,11 @@ func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, pr
 		st.update(func() { st.hosts[h.Name].Error += "; balancer " + msg })
 	}
 	r.emit(st, Event{Kind: EventBalancerFix, Batch: batch, Host: h.Name, Message: msg, Err: err})
+	if fix == fixIsolate {
+		return err
+	}
+	// A host that could not be put back is out of service, which is safe.
+	return nil
 }
 
 func (r *Runner) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -573,6 +596,7 @@ func (r *Runner) finish(ctx context.Context, st *runState, refusal string) error
 func (st *runState) update(f func()) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.version++
 	f()
 }
 
@@ -607,17 +631,28 @@ func (st *runState) doneHosts() []string {
 	return out
 }
 
-// save writes the record; saves are serialised so Git sees them in order.
+// save writes the record as it is now. Saves are serialised so Git sees
+// them in order, and one that finds its state already written by a later
+// save returns at once: parallel hosts share commits instead of queueing.
 func (st *runState) save(ctx context.Context, rec Recorder) error {
 	if rec == nil {
 		return nil
 	}
 	st.mu.Lock()
+	want := st.version
+	st.mu.Unlock()
+	st.saveMu.Lock()
+	defer st.saveMu.Unlock()
+	if st.saved >= want && want > 0 {
+		return nil
+	}
+	st.mu.Lock()
 	defer st.mu.Unlock()
+	version := st.version
 	if err := rec.Save(ctx, st.rec); err != nil {
-		st.saveErr = err
 		return fmt.Errorf("save run record %s: %w", st.rec.ID, err)
 	}
+	st.saved = version
 	return nil
 }
 

@@ -110,11 +110,11 @@ func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	installed, err := playbook.Inspect(ctx, s.fleet, dep, 0)
+	obs, err := playbook.Inspect(ctx, s.fleet, s.balancer, dep, 0)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := playbook.MakePlan(dep, installed)
+	plan, err := playbook.MakePlan(dep, obs)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
 	}
 	r := &playbook.Runner{
 		Connector: s.fleet,
-		Balancer:  lb.WithMinimum(s.balancer, minUp),
+		Balancer:  s.balancer,
 		MinUp:     minUp,
 		Local:     s.fleet.Host("orchestrator"),
 		Approver:  s.approver,
@@ -219,14 +219,25 @@ func TestRunHalvesSucceeds(t *testing.T) {
 	if d := s.fleet.Dials(); d != 4 {
 		t.Errorf("dials = %d, want 4 (one per host)", d)
 	}
-	// The record was saved when the run started, after every host, after the
-	// gate and at the end: 1 + 4 + 1 + 1.
-	var outcomes []string
-	for _, r := range s.recorder.saves {
-		outcomes = append(outcomes, string(r.Outcome))
+	// Git holds every state change before the next irreversible action: the
+	// run before any host, each host before its drain, and after each step
+	// that changed the host or its balancer state (all but the check, the
+	// fourth step).
+	saves := s.recorder.saves
+	if saves[0].Outcome != playbook.OutcomeRunning || saves[len(saves)-1].Outcome != playbook.OutcomeSucceeded {
+		t.Errorf("first save %s, last %s; want running then succeeded", saves[0].Outcome, saves[len(saves)-1].Outcome)
 	}
-	if got := strings.Join(outcomes, ","); got != "running,running,running,running,running,running,succeeded" {
-		t.Errorf("saved outcomes = %s", got)
+	for _, host := range []string{"web-1", "web-2", "web-3", "web-4"} {
+		for _, steps := range []int{0, 1, 2, 3, 5} {
+			found := slices.ContainsFunc(saves, func(r playbook.Record) bool {
+				i := slices.IndexFunc(r.Hosts, func(h playbook.HostRecord) bool { return h.Name == host })
+				return r.Hosts[i].Status == playbook.HostRunning && len(r.Hosts[i].Steps) == steps ||
+					steps == 5 && r.Hosts[i].Status == playbook.HostSucceeded
+			})
+			if !found {
+				t.Errorf("no saved record shows %s with %d steps done", host, steps)
+			}
+		}
 	}
 	// Every install went through sudo with the exact NEVRA.
 	for _, c := range s.fleet.Host("web-1").Commands() {
@@ -343,7 +354,11 @@ func TestRunDrainRefusedLeavesHostInService(t *testing.T) {
 		}
 		return nil
 	})
-	rec, _ := s.run(context.Background())
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+		t.Fatalf("err = %v, want a failed run", err)
+	}
 	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=failed web-3=untouched web-4=untouched"; got != want {
 		t.Errorf("hosts: %s, want %s", got, want)
 	}
@@ -367,7 +382,11 @@ steps:
   - command.check: check-hello
 `)
 	s.setHealthy("web-2", false)
-	rec, _ := s.run(context.Background())
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+		t.Fatalf("err = %v, want a failed run", err)
+	}
 	if got, want := s.serverStates(), "web1=ready web2=maint web3=ready web4=ready"; got != want {
 		t.Errorf("balancer: %s, want %s", got, want)
 	}
@@ -485,5 +504,91 @@ func TestRunSkipsHostsAlreadyAtRelease(t *testing.T) {
 		if c.Server == "web2" {
 			t.Errorf("up-to-date web-2 was touched: %v", c)
 		}
+	}
+}
+
+// A host left out of service by a failed run is not "up to date": running
+// again verifies it and puts it back.
+func TestRunAgainRepairsHostLeftOutOfService(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.fleet.AddHost("web-1", v110)
+	s.fleet.Host("web-1").HandleScript("check-hello", func(context.Context, *testenv.FakeHost) (string, int) { return "", 0 })
+	s.balancer.SetAdmin("web1", lb.AdminMaint)
+	rec, err := s.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if rec.Hosts[0].Name != "web-1" || rec.Hosts[0].Status != playbook.HostSucceeded {
+		t.Errorf("web-1: %+v, want it re-run and succeeded", rec.Hosts[0])
+	}
+}
+
+// Taking a failed host out is not refused by min_up: a server running a
+// failed change is no capacity.
+func TestRunIsolatesFailedHostsBelowMinimum(t *testing.T) {
+	s := newScene(t, `
+hosts: "web-*"
+steps:
+  - packages.install
+  - command.check: check-hello
+`)
+	s.minUp = 3
+	s.setHealthy("web-1", false)
+	s.setHealthy("web-2", false)
+	_, err := s.run(context.Background())
+	if err == nil {
+		t.Fatal("run with failing hosts returned nil")
+	}
+	if got, want := s.serverStates(), "web1=maint web2=maint web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+}
+
+// If a failed host cannot be taken out, the run stops whatever
+// max_failures tolerates: that host may be serving a failed change.
+func TestRunStopsWhenFailedHostCannotBeIsolated(t *testing.T) {
+	s := newScene(t, strings.Replace(standardPlaybook, `hosts: "web-*"`, "hosts: \"web-*\"\nstrategy: {max_failures: 3}", 1))
+	s.setHealthy("web-1", false)
+	drains := 0
+	s.balancer.SetHook(func(_ context.Context, c testenv.FakeCall) error {
+		if c.Op == "drain" && c.Server == "web1" {
+			drains++
+			if drains > 1 { // the playbook's drain passes, the isolation fails
+				return errors.New("runtime API timeout")
+			}
+		}
+		return nil
+	})
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || !strings.Contains(rec.Reason, "could not be taken out of the balancer") {
+		t.Fatalf("err = %v, reason %q", err, rec.Reason)
+	}
+	if got, want := s.hostStatus(rec), "web-1=failed web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+}
+
+func TestRunInterruptedDuringPreflight(t *testing.T) {
+	s := newScene(t, standardPlaybook+"preflight:\n  - command.check: slow-check\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 1; i <= 4; i++ {
+		s.fleet.Host(fmt.Sprintf("web-%d", i)).HandleScript("slow-check", func(ctx context.Context, _ *testenv.FakeHost) (string, int) {
+			cancel()
+			<-ctx.Done()
+			return "", 1
+		})
+	}
+	_, err := s.run(ctx)
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeInterrupted {
+		t.Fatalf("err = %v, want an interrupted run (exit 5), not a refusal", err)
+	}
+	if calls := s.balancer.Calls(); len(calls) != 0 {
+		t.Errorf("balancer calls: %v", calls)
 	}
 }

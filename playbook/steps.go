@@ -186,7 +186,7 @@ func (d decoder) step(n *yaml.Node, p string, place stepPlace) Step {
 			d.errorf(line, p, "needs a command, such as `%s: \"test -d /srv/app\"`", kind)
 			return nil
 		}
-		t, err := parseTemplate(src)
+		t, err := parseTemplate(src, place != placeGate)
 		if err != nil {
 			d.errorf(line, p, "%v", err)
 			return nil
@@ -224,7 +224,7 @@ func (d decoder) step(n *yaml.Node, p string, place stepPlace) Step {
 			}
 			return nil
 		}
-		t, err := parseTemplate(rawURL)
+		t, err := parseTemplate(rawURL, place != placeGate)
 		if err != nil {
 			d.errorf(line, join(p, "url"), "%v", err)
 			return nil
@@ -234,7 +234,7 @@ func (d decoder) step(n *yaml.Node, p string, place stepPlace) Step {
 		}
 		s.url = t
 		if contains != "" {
-			if s.contains, err = parseTemplate(contains); err != nil {
+			if s.contains, err = parseTemplate(contains, place != placeGate); err != nil {
 				d.errorf(line, join(p, "contains"), "%v", err)
 			}
 		}
@@ -620,5 +620,7 @@ func tail(s string, maxLines, maxBytes int) string {
 	if len(s) > maxBytes {
 		s = s[len(s)-maxBytes:]
 	}
-	return s
+	// A cut inside a UTF-8 sequence, or binary output, would make YAML store
+	// the record's text as base64, which git show cannot be read in.
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -40,8 +40,8 @@ func nextSteps(rec *Record) []string {
 	if len(untouched) > 0 {
 		out = append(out, fmt.Sprintf("Not touched, still on the previous release: %s.", strings.Join(untouched, ", ")))
 	}
-	out = append(out, fmt.Sprintf("To continue once the cause is fixed: lieutenant run --env %s (hosts already at %s are skipped). "+
-		"To go back: revert the manifest change in Git, then run again.", rec.Environment, rec.Release))
+	out = append(out, fmt.Sprintf("To continue once the cause is fixed: lieutenant run --env %s (hosts at %s and in service are skipped; "+
+		"hosts left out of service are verified again and put back). To go back: revert the manifest change in Git, then run again.", rec.Environment, rec.Release))
 	return out
 }
 

@@ -3,9 +3,11 @@ package playbook
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
@@ -71,12 +73,32 @@ type tmpl struct {
 	t   *template.Template
 }
 
-func parseTemplate(src string) (tmpl, error) {
+// parseTemplate parses a step's template. Templates only substitute
+// fields: no functions, conditions or loops, so validating a playbook can
+// neither hang nor exhaust memory on hostile input, and what a plan shows is
+// all the template can do. withHost is false for gate checks, which run once
+// and not for a host.
+func parseTemplate(src string, withHost bool) (tmpl, error) {
 	t, err := template.New("").Option("missingkey=error").Parse(src)
 	if err != nil {
 		return tmpl{}, fmt.Errorf("invalid template %q: %w", src, err)
 	}
-	if err := t.Execute(new(bytes.Buffer), sampleData()); err != nil {
+	for _, n := range t.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+		case *parse.ActionNode:
+			field, ok := onlyField(n)
+			if !ok {
+				return tmpl{}, fmt.Errorf("invalid template %q: %s: templates substitute fields only, such as {{ .Host.Address }}", src, n)
+			}
+			if !withHost && field == "Host" {
+				return tmpl{}, fmt.Errorf("invalid template %q: %s: gate checks run once, not per host, so they cannot use .Host", src, n)
+			}
+		default:
+			return tmpl{}, fmt.Errorf("invalid template %q: %s: templates substitute fields only, such as {{ .Host.Address }}", src, n)
+		}
+	}
+	if err := t.Execute(io.Discard, sampleData()); err != nil {
 		// "template: :1:15: executing ... at <.Host.Adress>: can't evaluate
 		// field Adress in type playbook.TemplateHost" -> the useful part.
 		msg := err.Error()
@@ -87,6 +109,19 @@ func parseTemplate(src string) (tmpl, error) {
 		return tmpl{}, fmt.Errorf("invalid template %q: %s (fields: .Host.Name .Host.Address .Host.Port .Host.User .Host.BalancerServer .Release .Environment)", src, msg)
 	}
 	return tmpl{src: src, t: t}, nil
+}
+
+// onlyField reports whether an action is a lone field reference such as
+// {{ .Host.Address }}, and its first field name.
+func onlyField(n *parse.ActionNode) (string, bool) {
+	if len(n.Pipe.Decl) > 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 {
+		return "", false
+	}
+	f, ok := n.Pipe.Cmds[0].Args[0].(*parse.FieldNode)
+	if !ok || len(f.Ident) == 0 {
+		return "", false
+	}
+	return f.Ident[0], true
 }
 
 func (t tmpl) render(data TemplateData) (string, error) {

@@ -3,6 +3,7 @@ package releases
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
 )
@@ -11,8 +12,9 @@ import (
 // commit of runs/<env>/<id>.yaml, so `git log` on the branch tells how the
 // run went, step by step. It implements playbook.Recorder.
 type Recorder struct {
-	hist *History
-	path string
+	hist  *History
+	path  string
+	saved atomic.Bool
 }
 
 // NewRecorder returns the Recorder for rec's run (its ID and Environment
@@ -34,9 +36,15 @@ func (r *Recorder) Save(ctx context.Context, rec *playbook.Record) error {
 	if err != nil {
 		return fmt.Errorf("encode run record %s: %w", rec.ID, err)
 	}
-	_, err = r.hist.Put(ctx, r.path, data, recordMessage(rec))
-	return err
+	if _, err = r.hist.Put(ctx, r.path, data, recordMessage(rec)); err != nil {
+		return err
+	}
+	r.saved.Store(true)
+	return nil
 }
+
+// Saved reports whether the record was written at least once.
+func (r *Recorder) Saved() bool { return r.saved.Load() }
 
 // recordMessage makes `git log --oneline lieutenant/runs` read as the story
 // of the runs.

@@ -26,8 +26,17 @@ type DemoService struct {
 	mu      sync.Mutex
 	version string
 	broken  []string
+	sick    bool // fails /health whatever the version
 	srv     *http.Server
 	gap     time.Duration
+}
+
+// FailHealth makes the service fail /health from its next start on, as a
+// host with a local fault (a full disk, a bad config) would.
+func (d *DemoService) FailHealth(fail bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sick = fail
 }
 
 // RestartGap is how long a restart leaves the service unreachable; a real
@@ -89,7 +98,7 @@ func listenAllOnOnePort(addrs []string) ([]net.Listener, int, error) {
 }
 
 func (d *DemoService) serve(ln net.Listener) {
-	healthy := !slices.Contains(d.broken, d.version)
+	healthy := !d.sick && !slices.Contains(d.broken, d.version)
 	d.srv = &http.Server{Handler: helloweb.Handler(d.Host, d.version, healthy), ReadHeaderTimeout: 5 * time.Second}
 	srv := d.srv
 	go func() { _ = srv.Serve(ln) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +70,11 @@ func (f *FakeFleet) Host(name string) *FakeHost {
 	return f.hosts[name]
 }
 
-// SetUnreachable makes Connect to the host fail with err (nil: reachable).
+// SetUnreachable makes Connect to the host fail (nil: reachable again) as
+// the SSH connector fails when its dial does: err, wrapped as
+// "connect to NAME (ADDRESS:PORT): err". err stands for what the dial
+// returned, so the test chooses the text after the address, e.g.
+// errors.New("connection refused").
 func (f *FakeFleet) SetUnreachable(name string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -80,7 +85,9 @@ func (f *FakeFleet) SetUnreachable(name string, err error) {
 	f.unreachable[name] = err
 }
 
-// Dials is how many times Connect opened a new connection.
+// Dials is how many connections Connect attempted, successful or not, as
+// transport.SSH counts them: one per host, plus one per failed attempt to
+// reach an unreachable host.
 func (f *FakeFleet) Dials() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -88,22 +95,30 @@ func (f *FakeFleet) Dials() int {
 }
 
 // Connect implements transport.Connector; like the SSH connector it counts
-// one dial per host however often it is asked.
+// one dial per host however often it is asked, and its errors read like the
+// SSH connector's: "connect to NAME (ADDRESS:PORT): ...".
 func (f *FakeFleet) Connect(ctx context.Context, th transport.Host) (transport.Runner, error) {
+	port := th.Port
+	if port == 0 {
+		port = 22
+	}
+	addr := net.JoinHostPort(th.Address, strconv.Itoa(port))
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", th.Name, err)
-	}
 	if f.closed {
-		return nil, fmt.Errorf("connect to %s: connector is closed", th.Name)
+		return nil, fmt.Errorf("connect to %s (%s): %w", th.Name, addr, transport.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("connect to %s (%s): %w", th.Name, addr, err)
 	}
 	if err := f.unreachable[th.Name]; err != nil {
-		return nil, fmt.Errorf("connect to %s (%s:%d): %w", th.Name, th.Address, th.Port, err)
+		f.dials++
+		return nil, fmt.Errorf("connect to %s (%s): %w", th.Name, addr, err)
 	}
 	h, ok := f.hosts[th.Name]
 	if !ok {
-		return nil, fmt.Errorf("connect to %s (%s:%d): no route to host", th.Name, th.Address, th.Port)
+		// A mistake in the test's setup, not a simulated network failure.
+		return nil, fmt.Errorf("connect to %s (%s): the FakeFleet has no such host (AddHost it)", th.Name, addr)
 	}
 	if !h.connected {
 		h.connected = true
@@ -112,7 +127,14 @@ func (f *FakeFleet) Connect(ctx context.Context, th transport.Host) (transport.R
 	return h, nil
 }
 
-// Close implements transport.Connector.
+func (f *FakeFleet) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
+}
+
+// Close implements transport.Connector: afterwards Connect, and Run on every
+// host, fail with an error wrapping transport.ErrClosed.
 func (f *FakeFleet) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -182,14 +204,18 @@ func (h *FakeHost) FailCommand(program, stderr string) {
 	h.failNext[program] = stderr
 }
 
-// Run implements transport.Runner.
+// Run implements transport.Runner. A command sent after the fleet was closed
+// fails without reaching the host (nor Commands).
 func (h *FakeHost) Run(ctx context.Context, cmd transport.Command) (transport.Result, error) {
 	start := time.Now()
+	if h.fleet.isClosed() {
+		return transport.Result{ExitStatus: -1}, fmt.Errorf("run on %s: %w", h.Name, transport.ErrClosed)
+	}
 	h.mu.Lock()
 	h.commands = append(h.commands, cmd)
 	h.mu.Unlock()
 	if err := ctx.Err(); err != nil {
-		return transport.Result{}, fmt.Errorf("run on %s: %w", h.Name, err)
+		return transport.Result{ExitStatus: -1}, fmt.Errorf("run on %s: %w", h.Name, err)
 	}
 	stdout, stderr, status, err := h.exec(ctx, cmd.Args)
 	if cerr := ctx.Err(); cerr != nil && err == nil {
@@ -199,6 +225,7 @@ func (h *FakeHost) Run(ctx context.Context, cmd transport.Command) (transport.Re
 	}
 	res := transport.Result{Stdout: []byte(stdout), Stderr: []byte(stderr), ExitStatus: status, Duration: time.Since(start)}
 	if err != nil {
+		res.ExitStatus = -1 // its end was not seen, as the contract has it
 		return res, fmt.Errorf("run on %s: %w", h.Name, err)
 	}
 	if status != 0 {

@@ -70,3 +70,14 @@ func TestFakeBalancerRecordsCalls(t *testing.T) {
 		}
 	}
 }
+
+// WithMinimum wraps every balancer in production, so it keeps the contract
+// too. Three servers and a minimum of 1 leave room for the suite's drains
+// (at most two at once).
+func TestFakeBalancerWithMinimumConformance(t *testing.T) {
+	lbtest.RunConformance(t, func(t *testing.T) lbtest.Harness {
+		h := fakeHarness(50 * time.Millisecond)(t)
+		h.Balancer = lb.WithMinimum(h.Balancer, 1)
+		return h
+	})
+}

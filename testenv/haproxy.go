@@ -34,7 +34,7 @@ type HAProxy struct {
 	Servers     []string // server names, in the order of the addresses given
 	ConfigPath  string
 
-	out  *haproxyOutput // haproxy's stderr and stdout (its log, with -db)
+	out  *processOutput // haproxy's stderr and stdout (its log, with -db)
 	done chan struct{}  // closed when the process has exited
 }
 
@@ -168,7 +168,7 @@ func startHAProxy(t testing.TB, bin string, cfg haproxyConfig) (*HAProxy, error)
 		StatsURL:    fmt.Sprintf("http://127.0.0.1:%d/stats", cfg.StatsPort),
 		Backend:     cfg.Backend,
 		ConfigPath:  path,
-		out:         &haproxyOutput{},
+		out:         &processOutput{},
 		done:        make(chan struct{}),
 	}
 	for _, s := range cfg.Servers {
@@ -195,15 +195,22 @@ func startHAProxy(t testing.TB, bin string, cfg haproxyConfig) (*HAProxy, error)
 		}
 	}
 
-	// Ready when the runtime API answers and every server has a check result.
+	// Ready when our process's runtime API answers and every server has a
+	// check result. The ports were free when picked, but another test's
+	// haproxy may have taken one since: then ours exits, while theirs
+	// answers on the port, so the API must name our process.
 	deadline := time.Now().Add(10 * time.Second)
+	ours := false
 	for {
 		select {
 		case <-h.done:
 			return nil, fmt.Errorf("haproxy exited (%v): %s", waitErr, h.out.String())
 		default:
 		}
-		if h.checked() {
+		if !ours {
+			ours = h.answersAs(cmd.Process.Pid)
+		}
+		if ours && h.checked() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -219,6 +226,23 @@ func startHAProxy(t testing.TB, bin string, cfg haproxyConfig) (*HAProxy, error)
 		}
 	})
 	return h, nil
+}
+
+// answersAs reports whether the runtime API is process pid's: "show info"
+// names the process that answers.
+func (h *HAProxy) answersAs(pid int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	reply, err := h.RunCommand(ctx, "show info")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(reply, "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid: "); ok {
+			return strings.TrimSpace(v) == strconv.Itoa(pid)
+		}
+	}
+	return false
 }
 
 // checked reports whether every server has finished its first check.
@@ -432,22 +456,4 @@ func haproxyFreePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// haproxyOutput collects a process's output while tests read it.
-type haproxyOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *haproxyOutput) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *haproxyOutput) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +31,7 @@ type SSHD struct {
 	HostPublicKey  ssh.PublicKey // the server's host key
 	Dir            string        // holds the config, keys and files above
 
-	log *sshdLog
+	log *processOutput
 }
 
 // Host returns a transport.Host named name that points at the server.
@@ -81,7 +79,7 @@ func SSHDConfig(lines ...string) SSHDOption {
 }
 
 // StartSSHD starts OpenSSH's sshd on a free port of 127.0.0.1 and returns
-// once it answers with its SSH banner. It is stopped on t.Cleanup. Without
+// once it answers there with its own host key. It is stopped on t.Cleanup. Without
 // sshd or ssh-keygen the test is skipped, or fails under CI.
 func StartSSHD(t testing.TB, opts ...SSHDOption) *SSHD {
 	t.Helper()
@@ -145,9 +143,10 @@ func StartSSHD(t testing.TB, opts ...SSHDOption) *SSHD {
 
 var errSSHDPortTaken = errors.New("port taken")
 
-// start runs sshd and waits for its banner. On failure sshd has been stopped.
+// start runs sshd and waits until it answers. On failure sshd has been
+// stopped.
 func (s *SSHD) start(t testing.TB, sshdPath, cfg string) error {
-	s.log = &sshdLog{}
+	s.log = &processOutput{}
 	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Its own process group, so that stopping it reaches the session
@@ -171,11 +170,23 @@ func (s *SSHD) start(t testing.TB, sshdPath, cfg string) error {
 		}
 	}
 
+	// Ready once the server on the port offers our host key while our
+	// process runs. A banner alone proves nothing: the port was free when
+	// picked, but another test's server may have taken it since, and ours
+	// then fails to bind and exits while theirs answers.
 	deadline := time.Now().Add(15 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if sshBanner(s.Addr) {
+		select {
+		case <-exited:
+			if log := s.log.String(); strings.Contains(log, "Address already in use") {
+				return fmt.Errorf("%w: %s", errSSHDPortTaken, s.Addr)
+			}
+			return fmt.Errorf("sshd exited before accepting connections on %s", s.Addr)
+		default:
+		}
+		if s.offersHostKey() {
 			t.Cleanup(func() {
 				stop()
 				if t.Failed() {
@@ -184,32 +195,39 @@ func (s *SSHD) start(t testing.TB, sshdPath, cfg string) error {
 			})
 			return nil
 		}
-		select {
-		case <-exited:
-			if log := s.log.String(); strings.Contains(log, "Address already in use") {
-				return fmt.Errorf("%w: %s", errSSHDPortTaken, s.Addr)
-			}
-			return fmt.Errorf("sshd exited before accepting connections on %s", s.Addr)
-		case <-tick.C:
-		}
 		if time.Now().After(deadline) {
 			stop()
 			return fmt.Errorf("sshd did not answer on %s within 15s", s.Addr)
 		}
+		<-tick.C
 	}
 }
 
-// sshBanner reports whether an SSH server answers on addr. A bare TCP
-// connect is not enough: sshd might not be the one listening.
-func sshBanner(addr string) bool {
-	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+// offersHostKey reports whether the SSH server on s.Addr offers
+// s.HostPublicKey, which was made for this server alone. The probe stops
+// after the key exchange, before authentication.
+func (s *SSHD) offersHostKey() bool {
+	conn, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
 	if err != nil {
 		return false
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "SSH-2.0-")
+	want := s.HostPublicKey.Marshal()
+	// Returned by the key check to end the handshake there.
+	errOurs := errors.New("the server offers our host key")
+	cfg := &ssh.ClientConfig{
+		User:              "lieutenant-readiness-probe",
+		HostKeyAlgorithms: []string{s.HostPublicKey.Type()},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if bytes.Equal(key.Marshal(), want) {
+				return errOurs
+			}
+			return errors.New("another server's host key")
+		},
+	}
+	_, _, _, err = ssh.NewClientConn(conn, s.Addr, cfg)
+	return errors.Is(err, errOurs)
 }
 
 func writeSSHDConfig(t testing.TB, sshdPath, dir, hostKey string, port int, o sshdOptions) string {
@@ -275,6 +293,64 @@ func sshdFreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// ClosedPort returns a port of 127.0.0.1 that refuses connections until the
+// test ends. A port that was merely closed again could be taken meanwhile by
+// a server another test (or package) starts; this one is held by a socket
+// bound to it that never listens, which on Linux refuses connections and
+// keeps anyone else from listening there.
+func ClosedPort(t testing.TB) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("hold a closed port: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("hold a closed port: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("hold a closed port: %v", err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
+}
+
+// HangingPort returns a port of 127.0.0.1 on which connection attempts hang
+// (until their deadline) for the rest of the test, as with a host whose
+// network drops packets: a socket listens there with a backlog of 0 and one
+// connection it never accepts, so that Linux drops every further SYN. The
+// test is skipped on a kernel that does not behave so.
+func HangingPort(t testing.TB) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("make a hanging port: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("make a hanging port: bind: %v", err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatalf("make a hanging port: listen: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("make a hanging port: %v", err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	filler, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("make a hanging port: fill the accept queue: %v", err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	if c, err := net.DialTimeout("tcp4", addr, 100*time.Millisecond); err == nil {
+		c.Close()
+		t.Skip("this kernel completes connections beyond the listen backlog: cannot make a port hang")
+	}
+	return port
+}
+
 func sshdReadFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -289,22 +365,4 @@ func sshdWriteFile(t testing.TB, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// sshdLog collects a process's output while tests read it.
-type sshdLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *sshdLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *sshdLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -2,7 +2,8 @@
 // Runner for its contract) and two adapters: SSH, over golang.org/x/crypto/ssh,
 // for the fleet, and Local, for the machine lieutenant runs on.
 // transporttest.RunConformance checks the contract against every Runner,
-// real or fake.
+// real or fake, and transporttest.RunConnectorConformance that of Connector
+// against every Connector.
 //
 // Invariants:
 //   - Host keys are always verified against known_hosts. An unknown key and

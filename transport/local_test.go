@@ -28,6 +28,14 @@ func TestLocalConformance(t *testing.T) {
 	transporttest.RunConformance(t, localRunner)
 }
 
+func TestLocalConnectorConformance(t *testing.T) {
+	transporttest.RunConnectorConformance(t, func(t *testing.T) (transport.Connector, []transport.Host) {
+		l := transport.NewLocal()
+		t.Cleanup(func() { l.Close() })
+		return l, []transport.Host{{Name: "local-1"}, {Name: "local-2", Address: "192.0.2.2"}}
+	})
+}
+
 func TestLocalCancelKillsProcessGroup(t *testing.T) {
 	r := localRunner(t)
 	ctx, cancel := context.WithCancel(t.Context())

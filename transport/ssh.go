@@ -255,6 +255,11 @@ func (s *SSH) Connect(ctx context.Context, h Host) (Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Checked before the live connection is handed out, so that an ended
+	// ctx fails alike whether or not the host is connected yet.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("connect to %s (%s): %w", c.host.Name, c.addr, err)
+	}
 	if _, err := c.client(ctx); err != nil {
 		return nil, err
 	}
@@ -452,6 +457,12 @@ func (s *SSH) dial(ctx context.Context, h Host, addr string) (*ssh.Client, error
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("dial: %w", ctx.Err())
+		}
+		// The poller acts on ctx's deadline, and may do so before ctx's own
+		// timer fires: then the dial fails with a bare "i/o timeout" while
+		// ctx.Err() is still nil.
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			return nil, fmt.Errorf("dial: %w", context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("dial: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,27 +63,36 @@ func TestSSHConformance(t *testing.T) {
 	}
 }
 
+func TestSSHConnectorConformance(t *testing.T) {
+	sshd := testenv.StartSSHD(t)
+	transporttest.RunConnectorConformance(t, func(t *testing.T) (transport.Connector, []transport.Host) {
+		// Two names for one server: the connector keeps a connection per
+		// host name, which is what it counts.
+		return newSSH(t, sshd.SSHConfig()), []transport.Host{sshd.Host("web-1"), sshd.Host("web-2")}
+	})
+}
+
 func TestSSHCancelKillsRemoteProcess(t *testing.T) {
 	sshd := testenv.StartSSHD(t)
 	r := connect(t, newSSH(t, sshd.SSHConfig()), sshd.Host("web-1"))
 	for _, sudo := range []bool{false, true} {
-		if sudo {
-			if _, err := exec.LookPath("sudo"); err != nil {
-				t.Log("sudo is not installed: not checked with Sudo set")
-				continue
+		t.Run(fmt.Sprintf("sudo=%v", sudo), func(t *testing.T) {
+			if sudo {
+				// Skipped without sudo, except under CI, which installs it.
+				testenv.RequireBinaries(t, "sudo")
 			}
-		}
-		sleep := uniqueSleep(t)
-		ctx, cancel := context.WithCancel(t.Context())
-		errc := make(chan error, 1)
-		go func() { _, err := r.Run(ctx, transport.Command{Args: sleep, Sudo: sudo}); errc <- err }()
-		// sshd runs on this machine, so its sessions' processes are visible here.
-		waitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
-		cancel()
-		if err := <-errc; !errors.Is(err, context.Canceled) {
-			t.Errorf("sudo %v: err = %v, want one wrapping context.Canceled", sudo, err)
-		}
-		waitFor(t, 3*time.Second, "remote sleep is killed", func() bool { return !processRunning(t, sleep...) })
+			sleep := uniqueSleep(t)
+			ctx, cancel := context.WithCancel(t.Context())
+			errc := make(chan error, 1)
+			go func() { _, err := r.Run(ctx, transport.Command{Args: sleep, Sudo: sudo}); errc <- err }()
+			// sshd runs on this machine, so its sessions' processes are visible here.
+			waitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Errorf("err = %v, want one wrapping context.Canceled", err)
+			}
+			waitFor(t, 3*time.Second, "remote sleep is killed", func() bool { return !processRunning(t, sleep...) })
+		})
 	}
 }
 
@@ -366,15 +376,10 @@ func TestNewSSHConfigErrors(t *testing.T) {
 
 func TestSSHDialClosedPort(t *testing.T) {
 	knownHosts, identity := clientFiles(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testenv.ClosedPort(t)
 	c := newSSH(t, transport.SSHConfig{KnownHostsFiles: []string{knownHosts}, IdentityFiles: []string{identity}})
 	start := time.Now()
-	_, err = c.Connect(testCtx(t), transport.Host{Name: "web-1", Address: "127.0.0.1", Port: port})
+	_, err := c.Connect(testCtx(t), transport.Host{Name: "web-1", Address: "127.0.0.1", Port: port})
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Errorf("Connect to a closed port took %v, want it to fail at once", elapsed)
 	}
@@ -382,8 +387,28 @@ func TestSSHDialClosedPort(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("err = %v, want one starting %q", err, want)
 	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("err = %v, want one wrapping ECONNREFUSED", err)
+	}
 	if transport.IsPermanent(err) {
 		t.Error("IsPermanent = true for a refused connection, want false: the host may come up")
+	}
+}
+
+// A dial cut short by ctx's deadline reports the deadline, even when ctx's
+// timer has not fired yet, and not a network timeout of the host's.
+func TestSSHDialContextDeadline(t *testing.T) {
+	knownHosts, identity := clientFiles(t)
+	port := testenv.HangingPort(t)
+	c := newSSH(t, transport.SSHConfig{KnownHostsFiles: []string{knownHosts}, IdentityFiles: []string{identity}})
+	ctx := testenv.LateTimer(t.Context(), 100*time.Millisecond)
+	start := time.Now()
+	_, err := c.Connect(ctx, transport.Host{Name: "web-1", Address: "127.0.0.1", Port: port})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want one wrapping context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Connect took %s, want it to end at the ctx deadline", d)
 	}
 }
 

@@ -130,12 +130,27 @@ type Runner interface {
 	Run(ctx context.Context, cmd Command) (Result, error)
 }
 
-// Connector hands out one Runner per host and reuses it: a run opens at most
-// one connection to each host, however many commands it sends.
+// Connector hands out Runners for hosts: a run opens at most one connection
+// to each host, however many commands it sends.
 //
-// Connect fails with a permanent error, not a retryable one, when the host's
-// key is unknown or changed or authentication is refused. Close closes every
-// connection the Connector opened; Runners are unusable after it.
+// Contract, shared by every adapter and checked by
+// transporttest.RunConnectorConformance:
+//   - Connect returns a working Runner for h, connecting first when h has no
+//     live connection. Calls for the same host, in sequence or concurrently,
+//     share one connection; adapters that count dials (a Dials() int method)
+//     count one per host.
+//   - Connect fails with a permanent error (IsPermanent) when the host's key
+//     is unknown or changed or authentication is refused. Errors name the
+//     host.
+//   - Connect with a ctx that has already ended fails with an error wrapping
+//     ctx.Err() and opens nothing, even for a host already connected.
+//   - Close closes every connection the Connector opened; calling it again
+//     returns nil. Afterwards Connect, and Run on every Runner the Connector
+//     handed out, fail at once with an error wrapping ErrClosed and start
+//     nothing. What happens to a command running at the moment of Close is
+//     the adapter's (SSH cuts it, so its effect is unknown; Local lets it
+//     finish).
+//   - A Connector is safe for concurrent use.
 type Connector interface {
 	Connect(ctx context.Context, h Host) (Runner, error)
 	Close() error

@@ -33,7 +33,14 @@ batches). Every run is recorded as a file on the history branch (lieutenant/runs
 			&cli.StringFlag{Name: "repo", Value: ".", EnvVars: []string{"LIEUTENANT_REPO"}, Usage: "deploy repository (a work tree or a bare repository)"},
 			&cli.StringFlag{Name: "rev", Value: "HEAD", EnvVars: []string{"LIEUTENANT_REV"}, Usage: "revision to read the configuration from (branch, tag, commit)"},
 		},
-		Commands:     withUsageErrors(validateCommand(s), planCommand(s), runCommand(s)),
+		Commands: withUsageErrors(validateCommand(s), planCommand(s), runCommand(s)),
+		// Reached only when the first argument is not a command.
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("unknown command %q (commands: validate, plan, run; see lieutenant --help)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usagef("%v (see lieutenant --help)", err) },
 		// Errors are printed and mapped to exit codes by run, in one place.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -5,7 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
 )
@@ -19,17 +22,24 @@ func (y yesApprover) Approve(context.Context, playbook.GateRequest) (bool, strin
 
 // promptApprover asks the operator on the terminal.
 type promptApprover struct {
-	in  io.Reader
-	out io.Writer
-	by  string
+	in    *bufio.Reader
+	flush func() // discards what was typed before the question
+	out   io.Writer
+	by    string
+}
+
+func newPromptApprover(in *os.File, out io.Writer, by string) *promptApprover {
+	return &promptApprover{in: bufio.NewReader(in), flush: func() { discardTypeahead(in) }, out: out, by: by}
 }
 
 func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) (bool, string, error) {
+	// An Enter pressed while the batch ran must not answer this question.
+	p.flush()
 	fmt.Fprintf(p.out, "\nBatch %d of %d done; at %s: %s.\nContinue with batch %d (%s)? [y/N] ",
 		req.AfterBatch, req.Batches, req.Release, strings.Join(req.Done, ", "), req.AfterBatch+1, strings.Join(req.Next, ", "))
 	answer := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(p.in).ReadString('\n')
+		line, _ := p.in.ReadString('\n')
 		answer <- strings.TrimSpace(strings.ToLower(line))
 	}()
 	select {
@@ -38,4 +48,9 @@ func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) 
 	case a := <-answer:
 		return a == "y" || a == "yes", p.by, nil
 	}
+}
+
+// discardTypeahead drops input typed but not yet read from a terminal.
+func discardTypeahead(f *os.File) {
+	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
 }

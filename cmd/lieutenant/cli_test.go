@@ -94,6 +94,7 @@ func TestCLI(t *testing.T) {
 		{name: "plan-bad-output", args: "plan --env production --offline -o yaml", code: exitInvalid},
 		{name: "unknown-flag", args: "run --env production --force", code: exitInvalid},
 		{name: "extra-argument", args: "validate production", code: exitInvalid},
+		{name: "unknown-command", args: "deploy --env production", code: exitInvalid},
 		{name: "validate-bad-manifest", args: "validate", code: exitInvalid, files: map[string]string{
 			"releases/production.yaml": "release: 2026.11.3\npackages:\n  - \"hello; rm -rf /\"\n  - hello-web-1.1.0-1.x86_64\n",
 			"inventory/staging.yaml":   "hosts:\n  web-1: {port: 22}\n",

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -77,8 +76,8 @@ func (d *deployment) connector(c *cli.Context) (*transport.SSH, error) {
 	return conn, nil
 }
 
-// balancer builds the environment's balancer adapter, guarded by its
-// minimum; nil when the environment has none.
+// balancer builds the environment's balancer adapter; nil when the
+// environment has none. The runner guards drains with min_up itself.
 func (d *deployment) balancer() (lb.Balancer, error) {
 	b := d.dep.Environment.Balancer
 	var adapter lb.Balancer
@@ -98,16 +97,26 @@ func (d *deployment) balancer() (lb.Balancer, error) {
 	default:
 		return nil, nil
 	}
-	return lb.WithMinimum(adapter, b.MinUp), nil
+	return adapter, nil
 }
 
-// inspect reads what every selected host has installed, or nothing when
-// offline.
-func (d *deployment) inspect(ctx context.Context, conn transport.Connector, offline bool) (playbook.Installed, error) {
-	if offline {
-		return nil, nil
+// observe connects to every selected host and reads what it has installed
+// and what the balancer says of it.
+func (d *deployment) observe(c *cli.Context) (*transport.SSH, lb.Balancer, *playbook.Observed, error) {
+	bal, err := d.balancer()
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return playbook.Inspect(ctx, conn, d.dep, 0)
+	conn, err := d.connector(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	obs, err := playbook.Inspect(c.Context, conn, bal, d.dep, 0)
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil, err
+	}
+	return conn, bal, obs, nil
 }
 
 func httpClient() *http.Client {

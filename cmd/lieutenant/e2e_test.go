@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lieutenant-deploy/lieutenant/lb"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 )
 
@@ -21,21 +20,17 @@ const (
 // repository, four hosts behind OpenSSH (host keys checked), a real HAProxy
 // in front of their hello-web. Only rpm/dnf/systemctl are shims.
 type sshScene struct {
-	fleet    *testenv.SSHFleet
-	ha       *testenv.HAProxy
-	balancer lb.Balancer
-	repo     string
+	fleet  *testenv.SSHFleet
+	ha     *testenv.HAProxy
+	repo   string
+	logins int // SSH logins seen by checkConnections so far
 }
 
 func newSSHScene(t *testing.T) *sshScene {
 	fleet := testenv.StartSSHFleet(t, 4, 31, web100, web100, web110, web120)
 	port, addrs := fleet.ServeHelloWeb(t, "1.2.0")
 	ha := testenv.StartHAProxy(t, addrs)
-	balancer, err := lb.NewHAProxy(ha.APIAddr, ha.Backend)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sshScene{fleet: fleet, ha: ha, balancer: balancer}
+	s := &sshScene{fleet: fleet, ha: ha}
 	s.repo = testenv.NewGitRepo(t, map[string]string{
 		"lieutenant.yaml":           s.config(ha.APIAddr),
 		"releases/production.yaml":  "release: 2026.11.3\npackages: [" + web110 + "]\n",
@@ -83,11 +78,12 @@ func TestRunOverSSH(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("plan: exit %d\n%s%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"1      web-1  127.0.0.31  hello-web  1.0.0-1    1.1.0-1  upgrade", "2      web-4  127.0.0.34  hello-web  1.0.0-1    1.1.0-1  upgrade"} {
+	for _, want := range []string{"1      web-1  127.0.0.31  ready/up  hello-web  1.0.0-1    1.1.0-1  upgrade", "2      web-4  127.0.0.34  ready/up  hello-web  1.0.0-1    1.1.0-1  upgrade"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("plan lacks %q:\n%s", want, stdout)
 		}
 	}
+	s.checkConnections(t, 4)
 
 	load := testenv.StartLoad(t, s.ha.FrontendURL+"/", 200)
 	stdout, stderr, code = lieutenant(t, s.repo, "run", "--env", "production")
@@ -95,12 +91,15 @@ func TestRunOverSSH(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("run: exit %d\n%s%s", code, stdout, stderr)
 	}
+	// One SSH connection per host for the whole run, inspection included.
+	s.checkConnections(t, 4)
 	t.Logf("lieutenant run:\n%s%s", stderr, stdout)
 	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
 		t.Errorf("versions: %s, want %s", got, want)
 	}
-	if res.Failed != 0 {
-		t.Errorf("requests failed during the rollout: %s", res)
+	t.Logf("load during the rollout: %s", res)
+	if res.Failed != 0 || res.Rate() < 150 {
+		t.Errorf("want zero failed requests at >= 150/s during the rollout: %s", res)
 	}
 	for _, want := range []string{"web-1  1      succeeded  1.0.0-1  1.1.0-1  ready/up", "succeeded in", "Record: git show lieutenant/runs:runs/production/"} {
 		if !strings.Contains(stdout, want) {
@@ -139,6 +138,80 @@ func TestRunOverSSH(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+	if got, want := s.ha.Statuses(t), "web1=MAINT web2=MAINT web3=UP web4=UP"; got != want {
+		t.Errorf("HAProxy's show stat: %s, want %s", got, want)
+	}
+}
+
+// checkConnections asserts how many SSH logins the last command made.
+func (s *sshScene) checkConnections(t *testing.T, want int) {
+	t.Helper()
+	got := s.fleet.Connections() - s.logins
+	s.logins += got
+	if got != want {
+		t.Errorf("%d SSH connections, want %d (one per host)", got, want)
+	}
+}
+
+// TestRunWithoutDrainLosesRequests is the control for TestRunOverSSH's
+// zero-failure check: the shim's restart leaves the service down for a
+// moment, and without a drain the load must see it.
+func TestRunWithoutDrainLosesRequests(t *testing.T) {
+	s := newSSHScene(t)
+	testenv.GitCommit(t, s.repo, map[string]string{"playbooks/web.yaml": `
+hosts: "web-*"
+steps:
+  - packages.install
+  - service.restart: hello-web
+`}, "no drain")
+	load := testenv.StartLoad(t, s.ha.FrontendURL+"/", 200)
+	stdout, stderr, code := lieutenant(t, s.repo, "run", "--env", "production")
+	res := load.Stop()
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	t.Logf("load during a rollout without drain: %s", res)
+	if res.Failed == 0 {
+		t.Errorf("no request failed although services restarted in service: the check cannot see a bad drain (%s)", res)
+	}
+}
+
+// TestRunRefusesBadInput: each problem is reported and no host is touched;
+// nothing is written to the history branch.
+func TestRunRefusesBadInput(t *testing.T) {
+	s := newSSHScene(t)
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"invalid YAML", map[string]string{"playbooks/web.yaml": "hosts: [web\n"}, "playbooks/web.yaml:1: invalid YAML"},
+		{"unknown step", map[string]string{"playbooks/web.yaml": "hosts: \"web-*\"\nsteps:\n  - servce.restart: hello-web\n"}, `unknown step "servce.restart"`},
+		{"shell metacharacter in a package", map[string]string{"releases/production.yaml": "release: x\npackages: [\"hello; rm -rf /\"]\n"}, `"hello; rm -rf /" is not name-version-release`},
+		{"host without address", map[string]string{"inventory/production.yaml": "hosts:\n  web-1: {port: 22}\n"}, "hosts.web-1.address: is required"},
+		{"playbook selects no hosts", map[string]string{"playbooks/web.yaml": "hosts: \"app-*\"\nsteps:\n  - service.restart: hello-web\n"}, `"app-*" matches no host`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			good := testenv.Git(t, s.repo, "rev-parse", "HEAD")
+			testenv.GitCommit(t, s.repo, tc.files, tc.name)
+			defer testenv.Git(t, s.repo, "reset", "-q", "--hard", good)
+			stdout, stderr, code := lieutenant(t, s.repo, "run", "--env", "production", "--yes")
+			if code != exitInvalid || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, want %d with %q\n%s%s", code, exitInvalid, tc.want, stdout, stderr)
+			}
+			s.checkConnections(t, 0)
+			if got, want := s.versions(t), "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1"; got != want {
+				t.Errorf("hosts changed: %s", got)
+			}
+			if got, want := s.ha.Statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+				t.Errorf("balancer changed: %s", got)
+			}
+			if out, err := testenv.GitCommand(s.repo, "rev-parse", "--verify", "-q", "lieutenant/runs").Output(); err == nil {
+				t.Errorf("a refused run wrote history: %s", out)
+			}
+		})
 	}
 }
 
@@ -187,16 +260,9 @@ func TestRunRefusesBeforeTouchingHosts(t *testing.T) {
 			if got, want := s.versions(t), "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1"; got != want {
 				t.Errorf("hosts changed: %s", got)
 			}
-			servers, err := s.balancer.Servers(t.Context())
-			if err != nil {
-				t.Fatal(err)
+			if got, want := s.ha.Statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+				t.Errorf("balancer changed: %s", got)
 			}
-			for _, sv := range servers {
-				if !sv.Serving() {
-					t.Errorf("balancer changed: %+v", sv)
-				}
-			}
-			t.Logf("%s", stderr)
 		})
 	}
 }

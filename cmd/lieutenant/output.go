@@ -68,18 +68,31 @@ func printPlan(w io.Writer, plan *playbook.Plan, snap *releases.Snapshot) {
 	var rows [][]string
 	for _, b := range plan.Batches {
 		for _, hp := range b.Hosts {
-			rows = append(rows, hostRows(fmt.Sprint(b.Number), hp)...)
+			rows = append(rows, hostRows(fmt.Sprint(b.Number), hp, plan.Offline)...)
 		}
 	}
 	for _, hp := range plan.UpToDate {
-		rows = append(rows, hostRows("-", hp)...)
+		rows = append(rows, hostRows("-", hp, plan.Offline)...)
 	}
-	writeTable(w, []string{"batch", "host", "address", "package", "installed", "wanted", "action"}, rows)
+	header := []string{"batch", "host", "address", "balancer", "package", "installed", "wanted", "action"}
 	if plan.Offline {
-		fmt.Fprintln(w, "\nOffline: installed versions were not read; hosts already at the release would be skipped by a run.")
+		header = slices.Delete(header, 3, 4)
+	}
+	writeTable(w, header, rows)
+	if plan.Offline {
+		fmt.Fprintln(w, "\nOffline: installed versions and balancer states were not read; hosts already at the release would be skipped by a run.")
+	}
+	var repair []string
+	for _, hp := range plan.Hosts() {
+		if hp.Repair {
+			repair = append(repair, hp.Host.Name)
+		}
+	}
+	if len(repair) > 0 {
+		fmt.Fprintf(w, "\nAt the release but out of service; their steps run again to verify them and put them back: %s\n", strings.Join(repair, ", "))
 	}
 	if len(plan.UpToDate) > 0 {
-		fmt.Fprintf(w, "\nUp to date, not touched: %s\n", strings.Join(names(plan.UpToDate), ", "))
+		fmt.Fprintf(w, "\nUp to date and in service, not touched: %s\n", strings.Join(names(plan.UpToDate), ", "))
 	}
 	fmt.Fprintf(w, "\nStrategy: %s -> %d batches\n", plan.Strategy, len(plan.Batches))
 	if len(plan.Preflight) > 0 {
@@ -93,16 +106,26 @@ func printPlan(w io.Writer, plan *playbook.Plan, snap *releases.Snapshot) {
 	}
 }
 
-func hostRows(batch string, hp playbook.HostPlan) [][]string {
+func hostRows(batch string, hp playbook.HostPlan, offline bool) [][]string {
 	var rows [][]string
 	for i, c := range hp.Changes {
-		row := []string{batch, hp.Host.Name, hp.Host.Address, c.Package, c.From, c.To, string(c.Action)}
+		row := []string{batch, hp.Host.Name, hp.Host.Address, orDash(hp.Balancer), c.Package, c.From, c.To, string(c.Action)}
 		if i > 0 {
-			row[0], row[1], row[2] = "", "", ""
+			row[0], row[1], row[2], row[3] = "", "", "", ""
+		}
+		if offline {
+			row = slices.Delete(row, 3, 4)
 		}
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func names(hs []playbook.HostPlan) []string {
@@ -222,7 +245,9 @@ func printResult(w io.Writer, rec *playbook.Record, branch, path string) {
 	for _, n := range rec.Next {
 		fmt.Fprintf(w, "  - %s\n", n)
 	}
-	fmt.Fprintf(w, "Record: git show %s:%s\n", branch, path)
+	if path != "" {
+		fmt.Fprintf(w, "Record: git show %s:%s\n", branch, path)
+	}
 }
 
 func batchOf(h playbook.HostRecord) string {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
@@ -31,25 +33,30 @@ EXAMPLE:
 				return err
 			}
 			defer d.Close()
-			var installed playbook.Installed
+			var obs *playbook.Observed
 			if !c.Bool("offline") {
-				conn, err := d.connector(c)
+				conn, _, observed, err := d.observe(c)
 				if err != nil {
 					return err
 				}
 				defer conn.Close()
-				if installed, err = d.inspect(c.Context, conn, false); err != nil {
-					return err
-				}
+				obs = observed
 			}
-			plan, err := playbook.MakePlan(d.dep, installed)
+			plan, err := playbook.MakePlan(d.dep, obs)
 			if err != nil {
 				return err
+			}
+			var capacity error
+			if obs != nil && obs.Backend != nil {
+				capacity = plan.CheckCapacity(obs.Backend, d.dep.Environment.Balancer.MinUp)
 			}
 			if c.String("output") == "json" {
 				return writeJSON(s.out, planJSON(plan, d.snap))
 			}
 			printPlan(s.out, plan, d.snap)
+			if capacity != nil {
+				fmt.Fprintf(s.out, "\nWarning: a run would be refused: %v\n", capacity)
+			}
 			return nil
 		},
 	}

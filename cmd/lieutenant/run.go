@@ -54,26 +54,21 @@ func runDeployment(c *cli.Context, s streams) error {
 	if err != nil {
 		return err
 	}
-	balancer, err := d.balancer()
-	if err != nil {
-		return err
-	}
-	conn, err := d.connector(c)
+	conn, balancer, obs, err := d.observe(c)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-
-	installed, err := d.inspect(ctx, conn, false)
-	if err != nil {
-		return err
-	}
-	plan, err := playbook.MakePlan(d.dep, installed)
+	plan, err := playbook.MakePlan(d.dep, obs)
 	if err != nil {
 		return err
 	}
 	if len(plan.Batches) == 0 {
-		fmt.Fprintf(s.out, "Nothing to do: all %d hosts of %s have release %s (%s at %s).\n",
+		if c.String("output") == "json" {
+			return writeJSON(s.out, map[string]any{"environment": plan.Environment, "release": plan.Release,
+				"manifest_commit": d.snap.Hash, "outcome": "nothing-to-do", "up_to_date": names(plan.UpToDate)})
+		}
+		fmt.Fprintf(s.out, "Nothing to do: all %d hosts of %s have release %s and are in service (%s at %s).\n",
 			len(plan.UpToDate), plan.Environment, plan.Release, d.snap.Rev, d.snap.ShortHash)
 		return nil
 	}
@@ -107,7 +102,11 @@ func runDeployment(c *cli.Context, s streams) error {
 			return err
 		}
 	} else {
-		printResult(s.out, rec, hist.Branch(), recorder.Path())
+		path := ""
+		if recorder.Saved() {
+			path = recorder.Path()
+		}
+		printResult(s.out, rec, hist.Branch(), path)
 	}
 	return runErr
 }
@@ -123,5 +122,5 @@ func approver(c *cli.Context, s streams, operator string) playbook.Approver {
 	if !ok || !term.IsTerminal(int(in.Fd())) {
 		return nil
 	}
-	return &promptApprover{in: in, out: s.err, by: operator}
+	return newPromptApprover(in, s.err, operator)
 }

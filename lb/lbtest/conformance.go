@@ -34,7 +34,9 @@ const (
 type Harness struct {
 	Balancer lb.Balancer
 	// Servers names every server of the backend, at least two; each starts
-	// ready, healthy and idle.
+	// ready, healthy and idle. ParallelDrains drains the first two at once,
+	// so a balancer wrapped in lb.WithMinimum needs that many more than its
+	// minimum.
 	Servers []string
 	// SetHealthy makes the server's health check pass or fail from now on.
 	SetHealthy func(server string, healthy bool)
