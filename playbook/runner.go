@@ -319,14 +319,6 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		hr := st.hosts[name]
 		hr.Status, hr.StartedAt = HostRunning, &start
 	})
-	// The record says a host is being worked on before anything happens to
-	// it, and after each step that changed it or its balancer state.
-	saveOrStop := func() {
-		if err := st.save(ctx, r.Recorder); err != nil {
-			st.stop(OutcomeFailed, err.Error())
-		}
-	}
-	saveOrStop()
 	var prog hostProgress
 	var failure error
 	env, err := r.hostEnv(ctx, st, hp.Host)
@@ -343,17 +335,22 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		}
 		_, drain := s.(*drainStep)
 		_, enable := s.(*enableStep)
+		if drain || enable || s.changesHost() {
+			// Git holds the run's state before every irreversible action,
+			// so a killed run can be picked up from the record alone.
+			if err := st.save(ctx, r.Recorder); err != nil {
+				st.stop(OutcomeFailed, err.Error())
+				prog.failed, failure = true, fmt.Errorf("not started %s: %w", s.Kind(), err)
+				break
+			}
+		}
 		prog.drainAttempted = prog.drainAttempted || drain
 		prog.changed = prog.changed || s.changesHost()
-		_, err := r.step(ctx, st, st.hosts[name], batch, s, env)
-		if err != nil {
+		if _, err := r.step(ctx, st, st.hosts[name], batch, s, env); err != nil {
 			prog.failed, failure = true, fmt.Errorf("%s: %w", s.Kind(), err)
 			break
 		}
 		prog.enabled = prog.enabled || enable
-		if drain || enable || s.changesHost() {
-			saveOrStop()
-		}
 	}
 	if err := r.repair(ctx, st, batch, hp.Host, prog); err != nil {
 		// A failed host may still be serving: stop whatever max_failures says.
@@ -392,7 +389,9 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		}
 	})
 	r.emit(st, Event{Kind: EventHostFinished, Batch: batch, Host: name, Duration: r.now().Sub(start), Err: failure})
-	saveOrStop()
+	if err := st.save(ctx, r.Recorder); err != nil {
+		st.stop(OutcomeFailed, err.Error())
+	}
 }
 
 // repair applies the balancer invariants once a host's pipeline has ended.

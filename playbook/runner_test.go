@@ -163,15 +163,16 @@ func (s *scene) versions() string {
 
 // memRecorder keeps every saved version of the record.
 type memRecorder struct {
-	mu    sync.Mutex
-	saves []playbook.Record
-	fail  error
+	mu        sync.Mutex
+	saves     []playbook.Record
+	fail      error
+	failAfter int // saves that succeed before fail applies
 }
 
 func (m *memRecorder) Save(_ context.Context, rec *playbook.Record) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fail != nil {
+	if m.fail != nil && len(m.saves) >= m.failAfter {
 		return m.fail
 	}
 	cp := *rec
@@ -220,15 +221,15 @@ func TestRunHalvesSucceeds(t *testing.T) {
 		t.Errorf("dials = %d, want 4 (one per host)", d)
 	}
 	// Git holds every state change before the next irreversible action: the
-	// run before any host, each host before its drain, and after each step
-	// that changed the host or its balancer state (all but the check, the
-	// fourth step).
+	// run before any host, and each host before its drain, install, restart
+	// and enable (0, 1, 2 and 4 steps done; the check, the fourth step,
+	// changes nothing), and once it finished.
 	saves := s.recorder.saves
 	if saves[0].Outcome != playbook.OutcomeRunning || saves[len(saves)-1].Outcome != playbook.OutcomeSucceeded {
 		t.Errorf("first save %s, last %s; want running then succeeded", saves[0].Outcome, saves[len(saves)-1].Outcome)
 	}
 	for _, host := range []string{"web-1", "web-2", "web-3", "web-4"} {
-		for _, steps := range []int{0, 1, 2, 3, 5} {
+		for _, steps := range []int{0, 1, 2, 4, 5} {
 			found := slices.ContainsFunc(saves, func(r playbook.Record) bool {
 				i := slices.IndexFunc(r.Hosts, func(h playbook.HostRecord) bool { return h.Name == host })
 				return r.Hosts[i].Status == playbook.HostRunning && len(r.Hosts[i].Steps) == steps ||
@@ -590,5 +591,28 @@ func TestRunInterruptedDuringPreflight(t *testing.T) {
 	}
 	if calls := s.balancer.Calls(); len(calls) != 0 {
 		t.Errorf("balancer calls: %v", calls)
+	}
+}
+
+// When the record cannot be saved, the host in flight does not go on to its
+// next irreversible step: it is put back as it was, and the run stops.
+func TestRunRecordFailureStopsBeforeNextChange(t *testing.T) {
+	s := newScene(t, strings.Replace(standardPlaybook, `hosts: "web-*"`, "hosts: \"web-*\"\nstrategy: {max_parallel: 1}", 1))
+	s.recorder.fail, s.recorder.failAfter = errors.New("disk full"), 2 // the run's start and web-1's drain
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || !strings.Contains(rec.Reason, "disk full") {
+		t.Fatalf("err = %v, reason %q", err, rec.Reason)
+	}
+	for _, c := range s.fleet.Host("web-1").Commands() {
+		if c.Args[0] != "rpm" {
+			t.Errorf("web-1 ran %q although the record could not be saved", c)
+		}
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s (web1 drained, unchanged, put back)", got, want)
+	}
+	if got, want := s.hostStatus(rec), "web-1=failed web-2=untouched web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
 	}
 }
