@@ -7,7 +7,7 @@ PKGS    := ./...
 # OpenSSH, Git, sudo) and a C toolchain for the race detector (cgo).
 TEST_DEPS := haproxy openssh-server openssh-client git sudo gcc libc6-dev
 
-.PHONY: all build test deps check bench clean
+.PHONY: all build test deps check bench example clean
 
 all: build
 
@@ -44,6 +44,16 @@ test: deps check
 ## bench: planning, a rollout over SSH hosts, history commits.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## example: the README's example deploy repository as a Git repository in
+## bin/example-deploy, validated and planned (offline: it has no real hosts).
+EXAMPLE := $(CURDIR)/bin/example-deploy
+example: $(BIN)
+	rm -rf $(EXAMPLE) && mkdir -p $(EXAMPLE) && cp -R playbook/testdata/valid/. $(EXAMPLE)/
+	cd $(EXAMPLE) && git init -q -b main && git add . && \
+		git -c user.name=example -c user.email=example@example.invalid commit -q -m "example deploy repository"
+	$(BIN) --repo $(EXAMPLE) validate
+	$(BIN) --repo $(EXAMPLE) plan --env production --offline
 
 clean:
 	rm -rf bin
