@@ -5,9 +5,9 @@ PKGS    := ./...
 
 # Debian packages the tests need: the real parts they start (HAProxy,
 # OpenSSH, Git, sudo) and a C toolchain for the race detector (cgo).
-TEST_DEPS := haproxy openssh-server openssh-client git sudo gcc libc6-dev
+TEST_DEPS := haproxy openssh-server openssh-client git sudo gcc libc6-dev rpm debootstrap
 
-.PHONY: all build test deps check bench example clean
+.PHONY: all build test deps check bench example images demo fleet-down clean
 
 all: build
 
@@ -37,9 +37,31 @@ check:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## test: everything, with the race detector; installs what it needs first.
+## test: everything, with the race detector, the end-to-end tests on the
+## docker-compose fleet included; installs and builds what it needs first.
 test: deps check
-	$(GO) test -race -count=1 $(PKGS)
+	testenv/fleet/build-images --if-docker
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## images: the fleet's images and the demo service's RPMs (no registry
+## needed: the base image is made with debootstrap when it cannot be pulled).
+images:
+	testenv/fleet/build-images
+
+## demo: bring the fleet up and roll a release out on it under load.
+demo: deps build images
+	$(GO) run ./testenv/fleet/demo -bin $(BIN) -dir .fleet
+
+## fleet-down: remove the demo fleet, and test fleets a killed test left.
+fleet-down:
+	$(GO) run ./testenv/fleet/demo -down -dir .fleet
+	@leftover=$$(docker ps -aq --filter label=com.docker.compose.project 2>/dev/null | \
+		xargs -r docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' | grep '^lt-' | sort -u); \
+	for p in $$leftover; do \
+		echo "removing test fleet $$p"; \
+		docker ps -aq --filter label=com.docker.compose.project=$$p | xargs -r docker rm -f >/dev/null; \
+		docker network ls -q --filter label=com.docker.compose.project=$$p | xargs -r docker network rm >/dev/null; \
+	done
 
 ## bench: planning, a rollout over SSH hosts, history commits.
 bench: deps

@@ -40,9 +40,17 @@ func (r LoadResult) String() string {
 	return fmt.Sprintf("%d requests in %s (%.0f/s), %d failed %v", r.Total, r.Duration.Round(time.Millisecond), r.Rate(), r.Failed, r.Samples)
 }
 
-// StartLoad sends rps requests per second to url until Stop. A request
-// fails when it errors or answers anything but 200.
+// StartLoad sends rps requests per second to url until Stop (at the latest
+// when the test ends). A request fails when it errors or answers anything
+// but 200.
 func StartLoad(t testing.TB, url string, rps int) *Load {
+	l := NewLoad(url, rps)
+	t.Cleanup(func() { l.Stop() })
+	return l
+}
+
+// NewLoad is StartLoad for programs (make demo): the caller must Stop it.
+func NewLoad(url string, rps int) *Load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Load{
 		url:    url,
@@ -52,7 +60,6 @@ func StartLoad(t testing.TB, url string, rps int) *Load {
 		start:  time.Now(),
 	}
 	go l.loop(ctx, rps)
-	t.Cleanup(func() { l.Stop() })
 	return l
 }
 

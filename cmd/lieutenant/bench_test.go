@@ -13,6 +13,7 @@ import (
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
+	"github.com/lieutenant-deploy/lieutenant/testenv/fleet"
 )
 
 // BenchmarkRolloutSSH runs `lieutenant run` over 32 hosts reached by real
@@ -32,14 +33,14 @@ import (
 // BenchmarkOpenSSHBaseline gives the floor for the handshakes.
 func BenchmarkRolloutSSH(b *testing.B) {
 	const hosts = 32
-	fleet := testenv.StartSSHFleet(b, hosts, 100, web100, web100, web110)
-	port, addrs := fleet.ServeHelloWeb(b)
+	hostsFleet := testenv.StartSSHFleet(b, hosts, 100, web100, web100, web110)
+	port, addrs := hostsFleet.ServeHelloWeb(b)
 	ha := testenv.StartHAProxy(b, addrs)
-	s := &sshScene{fleet: fleet, ha: ha}
+	s := &sshScene{fleet: hostsFleet, ha: ha}
 	repo := testenv.NewGitRepo(b, map[string]string{
 		"lieutenant.yaml":           s.config(ha.APIAddr),
-		"releases/production.yaml":  "release: r0\npackages: [" + web110 + "]\n",
-		"inventory/production.yaml": fleet.Inventory(),
+		"releases/production.yaml":  "release: r0\npackages: [" + web100 + "]\n",
+		"inventory/production.yaml": hostsFleet.Inventory(),
 		"playbooks/web.yaml": fmt.Sprintf(`
 hosts: "web-*"
 steps:
@@ -50,14 +51,41 @@ steps:
   - balancer.enable
 `, port),
 	})
-	var wall, inspect, critical time.Duration
+	t := benchRollouts(b, repo, func(i int) string {
+		// Alternate between the two versions so every run changes every host.
+		return fmt.Sprintf("release: r%d\npackages: [%s]\n", i, []string{web110, web100}[i%2])
+	})
+	t.report(b, b.N*hosts, "host")
+	b.ReportMetric(float64(hostsFleet.Connections())/float64(b.N*hosts), "dials/host")
+}
+
+// BenchmarkFleetRollout runs `lieutenant run` on the docker-compose fleet,
+// 4 real RPM hosts (dnf, service restarts) behind HAProxy, alternating
+// between hello-web 1.1.0 and 1.0.0, and splits the wall time of a rollout
+// like BenchmarkRolloutSSH: the steps' critical path, and lieutenant's
+// overhead (inspection included).
+func BenchmarkFleetRollout(b *testing.B) {
+	f := testenv.StartDockerFleet(b, fleet.Options{})
+	repo := testenv.NewGitRepo(b, map[string]string{
+		"lieutenant.yaml":           "environments:\n" + f.Environment("production"),
+		"releases/production.yaml":  manifest("1.0.0-1"),
+		"inventory/production.yaml": f.Inventory(),
+		"playbooks/web.yaml":        f.Playbook(),
+	})
+	t := benchRollouts(b, repo, func(i int) string { return manifest([]string{"1.1.0-1", "1.0.0-1"}[i%2]) })
+	t.report(b, b.N, "rollout")
+}
+
+// rolloutTimes add up the rollouts of a benchmark.
+type rolloutTimes struct{ wall, inspect, critical time.Duration }
+
+// benchRollouts commits manifest(i) and times `lieutenant run` b.N times.
+func benchRollouts(b *testing.B, repo string, manifest func(i int) string) rolloutTimes {
+	var t rolloutTimes
+	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		if i > 0 {
-			// Alternate between the two versions so every run changes every host.
-			nevra := []string{web110, web100}[i%2]
-			testenv.GitCommit(b, repo, map[string]string{"releases/production.yaml": fmt.Sprintf("release: r%d\npackages: [%s]\n", i, nevra)}, "release")
-		}
+		testenv.GitCommit(b, repo, map[string]string{"releases/production.yaml": manifest(i)}, "release")
 		var out, errOut bytes.Buffer
 		b.StartTimer()
 		start := time.Now()
@@ -72,16 +100,20 @@ steps:
 		if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
 			b.Fatal(err)
 		}
-		wall += took
-		inspect += rec.StartedAt.Sub(start)
-		critical += criticalPath(b, &rec)
+		t.wall += took
+		t.inspect += rec.StartedAt.Sub(start)
+		t.critical += criticalPath(b, &rec)
 		b.StartTimer()
 	}
-	n := time.Duration(b.N * hosts)
-	b.ReportMetric(float64(inspect/n)/1e6, "inspect-ms/host")
-	b.ReportMetric(float64((wall-critical)/n)/1e6, "overhead-ms/host")
-	b.ReportMetric(float64(critical/n)/1e6, "step-ms/host")
-	b.ReportMetric(float64(fleet.Connections())/float64(b.N*hosts), "dials/host")
+	return t
+}
+
+// report gives the split per unit (host or rollout), amortised over n.
+func (t rolloutTimes) report(b *testing.B, n int, unit string) {
+	per := func(d time.Duration) float64 { return float64(d/time.Duration(n)) / 1e6 }
+	b.ReportMetric(per(t.critical), "step-ms/"+unit)
+	b.ReportMetric(per(t.wall-t.critical), "overhead-ms/"+unit)
+	b.ReportMetric(per(t.inspect), "inspect-ms/"+unit)
 }
 
 // criticalPath is, batch after batch, the slowest host's total step time.
@@ -111,18 +143,18 @@ func criticalPath(b *testing.B, rec *playbook.Record) time.Duration {
 func BenchmarkOpenSSHBaseline(b *testing.B) {
 	const hosts = 32
 	bins := testenv.RequireBinaries(b, "ssh")
-	fleet := testenv.StartSSHFleet(b, hosts, 100, web100, web100)
+	hostsFleet := testenv.StartSSHFleet(b, hosts, 100, web100, web100)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		var wg sync.WaitGroup
 		errs := make(chan error, hosts)
-		for _, h := range fleet.Hosts {
+		for _, h := range hostsFleet.Hosts {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				out, err := exec.Command(bins["ssh"], "-q", "-i", fleet.Identity, "-p", fmt.Sprint(h.Port),
-					"-o", "UserKnownHostsFile="+fleet.KnownHosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-					fleet.User+"@"+h.Address, "rpm", "-q", "--qf", "'%{NAME}\\t%{VERSION}\\n'", "hello-web").CombinedOutput()
+				out, err := exec.Command(bins["ssh"], "-q", "-i", hostsFleet.Identity, "-p", fmt.Sprint(h.Port),
+					"-o", "UserKnownHostsFile="+hostsFleet.KnownHosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+					hostsFleet.User+"@"+h.Address, "rpm", "-q", "--qf", "'%{NAME}\\t%{VERSION}\\n'", "hello-web").CombinedOutput()
 				if err != nil {
 					errs <- fmt.Errorf("%s: %v: %s", h.Name, err, out)
 				}
