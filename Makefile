@@ -48,9 +48,11 @@ test: deps check
 images:
 	testenv/fleet/build-images
 
-## demo: bring the fleet up and roll a release out on it under load.
+## demo: bring the fleet up and roll a release out on it under load
+## (HOSTS=6 for more app hosts).
+HOSTS ?= 4
 demo: deps build images
-	$(GO) run ./testenv/fleet/demo -bin $(BIN) -dir .fleet
+	$(GO) run ./testenv/fleet/demo -bin $(BIN) -dir .fleet -hosts $(HOSTS)
 
 ## fleet-down: remove the demo fleet, and test fleets a killed test left.
 fleet-down:
