@@ -1,7 +1,10 @@
 package releases_test
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,7 +20,39 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("GIT_CONFIG_GLOBAL", os.DevNull)
 	os.Setenv("GIT_CONFIG_NOSYSTEM", "1")
+	if dir := os.Getenv("LIEUTENANT_HELPER_PUT_REPO"); dir != "" {
+		if err := putFromChild(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
+}
+
+// putFromChild is the child process of TestPutFromOtherProcesses: the test
+// binary started again with LIEUTENANT_HELPER_PUT_REPO set.
+func putFromChild(dir string) error {
+	n, err := strconv.Atoi(os.Getenv("LIEUTENANT_HELPER_PUT_COUNT"))
+	if err != nil {
+		return fmt.Errorf("LIEUTENANT_HELPER_PUT_COUNT: %w", err)
+	}
+	prefix := os.Getenv("LIEUTENANT_HELPER_PUT_PREFIX")
+	r, err := releases.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	h, err := r.History(releases.DefaultHistoryBranch)
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		if _, err := h.Put(context.Background(), fmt.Sprintf("runs/production/%s-%02d.yaml", prefix, i), []byte("x\n"), prefix); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deployFiles is a small deploy repository as the design describes it.

@@ -372,14 +372,14 @@ func TestPutRacesTheGitCLI(t *testing.T) {
 }
 
 // TestPutFromOtherProcesses runs Puts in two child processes (this test
-// binary, see TestHelperProcessPut) and in this one at the same time.
+// binary, see putFromChild) and in this one at the same time.
 func TestPutFromOtherProcesses(t *testing.T) {
 	ctx := context.Background()
 	dir := testenv.NewGitRepo(t, deployFiles)
 	const perProcess = 10
 	var cmds []*exec.Cmd
 	for p := range 2 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessPut$")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(),
 			"LIEUTENANT_HELPER_PUT_REPO="+dir,
 			"LIEUTENANT_HELPER_PUT_PREFIX=proc"+strconv.Itoa(p),
@@ -408,22 +408,6 @@ func TestPutFromOtherProcesses(t *testing.T) {
 		}
 	}
 	checkLinearHistory(t, dir, 3*perProcess, 3*perProcess)
-}
-
-// TestHelperProcessPut is the child of TestPutFromOtherProcesses.
-func TestHelperProcessPut(t *testing.T) {
-	dir := os.Getenv("LIEUTENANT_HELPER_PUT_REPO")
-	if dir == "" {
-		t.Skip("run by TestPutFromOtherProcesses")
-	}
-	n, _ := strconv.Atoi(os.Getenv("LIEUTENANT_HELPER_PUT_COUNT"))
-	prefix := os.Getenv("LIEUTENANT_HELPER_PUT_PREFIX")
-	h := history(t, openRepo(t, dir))
-	for i := range n {
-		if _, err := h.Put(context.Background(), fmt.Sprintf("runs/production/%s-%02d.yaml", prefix, i), []byte("x\n"), prefix); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 func TestPutRejects(t *testing.T) {

@@ -22,10 +22,10 @@ func StartDockerFleet(t testing.TB, o fleet.Options) *fleet.Fleet {
 	RequireBinaries(t, "docker")
 	ctx := context.Background()
 	if out, err := exec.CommandContext(ctx, "docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		missing(t, "the Docker daemon is not reachable: "+strings.TrimSpace(string(out)))
+		Unavailable(t, "the Docker daemon is not reachable: "+strings.TrimSpace(string(out)))
 	}
 	if err := fleet.CheckImages(ctx, o.Tag); err != nil {
-		missing(t, err.Error())
+		Unavailable(t, err.Error())
 	}
 	if o.Project == "" {
 		o.Project = projectName(t.Name())
@@ -45,14 +45,6 @@ func StartDockerFleet(t testing.TB, o fleet.Options) *fleet.Fleet {
 		}
 	})
 	return f
-}
-
-func missing(t testing.TB, msg string) {
-	t.Helper()
-	if InCI() {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 var nonProjectChars = regexp.MustCompile(`[^a-z0-9]+`)

@@ -346,7 +346,7 @@ func HangingPort(t testing.TB) int {
 	t.Cleanup(func() { filler.Close() })
 	if c, err := net.DialTimeout("tcp4", addr, 100*time.Millisecond); err == nil {
 		c.Close()
-		t.Skip("this kernel completes connections beyond the listen backlog: cannot make a port hang")
+		Unavailable(t, "this kernel completes connections beyond the listen backlog: cannot make a port hang")
 	}
 	return port
 }

@@ -27,7 +27,7 @@ import (
 // built once here, since the go build dominates the test's time.
 func TestInitScript(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("the init script reads /proc and runs start-stop-daemon: Linux only")
+		testenv.Unavailable(t, "the init script reads /proc and runs start-stop-daemon: Linux only")
 	}
 	// dash is /bin/sh on Debian; running the script with it catches bashisms
 	// also where /bin/sh is bash.
@@ -137,12 +137,12 @@ func testLifecycle(t *testing.T, s *scriptEnv, upgrade string) {
 // caller runs the service as hello-web if that user exists, else nobody.
 func testDropsRoot(t *testing.T, s *scriptEnv) {
 	if os.Geteuid() != 0 {
-		t.Skip("only root can switch users")
+		testenv.Unavailable(t, "only root can switch users")
 	}
 	want, err := user.Lookup("hello-web")
 	if err != nil {
 		if want, err = user.Lookup("nobody"); err != nil {
-			t.Skipf("neither a hello-web nor a nobody user: %v", err)
+			testenv.Unavailable(t, fmt.Sprintf("neither a hello-web nor a nobody user: %v", err))
 		}
 	}
 	// The unprivileged user must be able to reach the binary: open the bin

@@ -168,7 +168,7 @@ func installAndRun(t *testing.T, rpm, pkg string, r release) {
 		t.Error("installed init script differs from helloweb.InitScript()")
 	}
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Skipf("the packaged binary is for linux/amd64, not %s/%s", runtime.GOOS, runtime.GOARCH)
+		testenv.Unavailable(t, fmt.Sprintf("the packaged binary is for linux/amd64, not %s/%s", runtime.GOOS, runtime.GOARCH))
 	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -227,7 +227,7 @@ func installRoot(t *testing.T, rpm, pkg string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		// rpm gives the files to root:root, which only root can do.
-		t.Skip("installing an RPM needs root")
+		testenv.Unavailable(t, "installing an RPM needs root")
 	}
 	root := t.TempDir()
 	mustRun(t, rpm, "--root", root, "--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts", pkg)
