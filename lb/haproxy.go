@@ -337,6 +337,7 @@ func parseStat(reply, backend string) ([]statRow, error) {
 		return n, nil
 	}
 	var rows []statRow
+	found := false
 	for {
 		rec, err := r.Read()
 		if errors.Is(err, io.EOF) {
@@ -349,7 +350,10 @@ func parseStat(reply, backend string) ([]statRow, error) {
 			continue
 		}
 		switch field(rec, "svname") {
-		case "FRONTEND", "BACKEND":
+		case "BACKEND":
+			found = true
+			continue
+		case "FRONTEND":
 			continue
 		}
 		row := statRow{
@@ -368,6 +372,9 @@ func parseStat(reply, backend string) ([]statRow, error) {
 			return nil, err
 		}
 		rows = append(rows, row)
+	}
+	if !found {
+		return nil, fmt.Errorf("show stat lists no backend %q: %w", backend, ErrUnknownBackend)
 	}
 	return rows, nil
 }
@@ -504,9 +511,10 @@ func firstLine(s string) string {
 }
 
 func (h *HAProxy) stat(ctx context.Context) ([]statRow, error) {
-	// HAProxy 2.6 looks the argument up as a name before reading it as a
-	// proxy id, so a backend named "2" is still found by name.
-	reply, err := h.command(ctx, "show stat "+h.backend+" 4 -1")
+	// Every proxy's backend and server rows (type mask 2|4), filtered here
+	// by name: `show stat NAME ...` takes the first proxy of that name,
+	// which is the frontend when a frontend and the backend share it.
+	reply, err := h.command(ctx, "show stat -1 6 -1")
 	if err != nil {
 		return nil, err
 	}

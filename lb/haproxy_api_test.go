@@ -61,10 +61,10 @@ func (a *scriptedAPI) serve(conn net.Conn) {
 	line = strings.TrimSpace(line)
 	a.mu.Lock()
 	switch {
-	case line == "show stat web 4 -1":
+	case line == "show stat -1 6 -1":
 		status := map[string]string{"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}[a.admin]
 		a.mu.Unlock()
-		fmt.Fprintf(conn, "# pxname,svname,qcur,scur,status,check_status,check_desc\nweb,web1,0,0,%s,L7OK,\n\n", status)
+		fmt.Fprintf(conn, "# pxname,svname,qcur,scur,status,check_status,check_desc\nweb,web1,0,0,%s,L7OK,\nweb,BACKEND,0,0,UP,,\n\n", status)
 		return
 	case strings.HasPrefix(line, "set server web/web1 state "):
 		a.commands = append(a.commands, line)

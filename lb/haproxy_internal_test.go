@@ -88,7 +88,8 @@ func TestParseStatLines(t *testing.T) {
 		{
 			name: "sessions, queue and a check in progress",
 			// A captured line with scur, qcur and the "* " in-progress mark set.
-			reply: header + "web,web1,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,1,1,0,,1,3,1,,0,,2,0,,0,* L4CON,,0\n",
+			reply: header + "web,web1,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,1,1,0,,1,3,1,,0,,2,0,,0,* L4CON,,0\n" +
+				"web,BACKEND,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,0,0,0,,1,1,0,,1,3,0,,0,,1,0,,0,,,\n",
 			want:  []statRow{{Backend: "web", Name: "web1", Queued: 3, Sessions: 7, Status: "DOWN", CheckStatus: "L4CON"}},
 		},
 		{
@@ -97,6 +98,7 @@ func TestParseStatLines(t *testing.T) {
 			want:  []statRow{{Backend: "web", Name: "web1", Sessions: 2, Status: "UP"}},
 		},
 		{name: "no such proxy", reply: "No such proxy.\n\n", wantErr: ErrUnknownBackend},
+		{name: "a frontend of that name is no backend", reply: "# pxname,svname,qcur,scur,status\nweb,FRONTEND,,0,OPEN\napp,BACKEND,0,0,UP\n", wantErr: ErrUnknownBackend},
 		{name: "missing column", reply: "# pxname,svname,status\nweb,web1,UP\n", wantErr: errAny},
 		{name: "bad number", reply: "# pxname,svname,qcur,scur,status\nweb,web1,0,many,UP\n", wantErr: errAny},
 	}

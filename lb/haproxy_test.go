@@ -248,6 +248,24 @@ func TestHAProxyNumericBackendName(t *testing.T) {
 	}
 }
 
+// A frontend may share its name with the backend (testenv's frontend is
+// "fe"); the adapter must still find the backend's servers.
+func TestHAProxyBackendNamedLikeFrontend(t *testing.T) {
+	b1, b2 := testenv.StartHTTPBackend(t, "web1"), testenv.StartHTTPBackend(t, "web2")
+	hp := testenv.StartHAProxy(t, []string{b1.Addr, b2.Addr}, testenv.HAProxyBackend("fe"))
+	bal, err := lb.NewHAProxy(hp.APIAddr, "fe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bal.Drain(t.Context(), "web2", lb.DrainOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	servers := mustServers(t, bal)
+	if len(servers) != 2 || !servers[0].Serving() || servers[1].Admin != lb.AdminMaint {
+		t.Fatalf("servers = %+v", servers)
+	}
+}
+
 // WithMinimum wraps every balancer in production, so it keeps the contract
 // over real HAProxy too. Three servers and a minimum of 1 leave room for the
 // suite's drains (at most two at once).

@@ -21,6 +21,7 @@
 //     a host that was taken out and not changed is always put back.
 //   - After a failure beyond strategy.max_failures no further host starts;
 //     hosts already in flight finish their steps.
-//   - The record is saved at every state change, before the next host or
-//     batch starts; if it cannot be saved the run stops.
+//   - The record is saved before every irreversible step (drain, change,
+//     enable), when a host finishes and after every gate; a host whose
+//     record cannot be saved takes no further step and the run stops.
 package playbook

@@ -1,6 +1,7 @@
 package playbook
 
 import (
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -106,6 +107,19 @@ type StepRecord struct {
 	Duration  string     `yaml:"duration" json:"duration"`
 	Output    string     `yaml:"output,omitempty" json:"output,omitempty"`
 	Error     string     `yaml:"error,omitempty" json:"error,omitempty"`
+}
+
+// clone copies what a running run changes: host and batch entries are
+// replaced or appended to, never edited through a shared slice, so copying
+// the slices is a consistent snapshot.
+func (r *Record) clone() *Record {
+	c := *r
+	c.Hosts = slices.Clone(r.Hosts)
+	c.Batches = slices.Clone(r.Batches)
+	for i := range c.Hosts {
+		c.Hosts[i].Steps = slices.Clip(c.Hosts[i].Steps)
+	}
+	return &c
 }
 
 // Marshal renders the record as the YAML file stored in Git.

@@ -645,11 +645,13 @@ func (st *runState) save(ctx context.Context, rec Recorder) error {
 	if st.saved >= want && want > 0 {
 		return nil
 	}
+	// The commit happens on a copy, so hosts keep recording their steps
+	// while Git writes.
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	version := st.version
-	if err := rec.Save(ctx, st.rec); err != nil {
-		return fmt.Errorf("save run record %s: %w", st.rec.ID, err)
+	version, snapshot := st.version, st.rec.clone()
+	st.mu.Unlock()
+	if err := rec.Save(ctx, snapshot); err != nil {
+		return fmt.Errorf("save run record %s: %w", snapshot.ID, err)
 	}
 	st.saved = version
 	return nil

@@ -249,26 +249,16 @@ func (h *HAProxy) answersAs(pid int) bool {
 func (h *HAProxy) checked() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	reply, err := h.RunCommand(ctx, "show stat "+h.Backend+" 4 -1")
-	if err != nil || !strings.HasPrefix(reply, "# ") {
+	reply, err := h.RunCommand(ctx, "show stat")
+	if err != nil {
 		return false
 	}
-	lines := strings.Split(strings.TrimSpace(reply), "\n")
-	col := -1
-	for i, name := range strings.Split(strings.TrimPrefix(lines[0], "# "), ",") {
-		if name == "check_status" {
-			col = i
-		}
-	}
-	if col < 0 || len(lines)-1 != len(h.Servers) {
+	servers, err := ParseStat(reply, h.Backend)
+	if err != nil || len(servers) != len(h.Servers) {
 		return false
 	}
-	for _, l := range lines[1:] {
-		f := strings.Split(l, ",")
-		if col >= len(f) {
-			return false
-		}
-		switch strings.TrimPrefix(f[col], "* ") {
+	for _, s := range servers {
+		switch s.CheckStatus {
 		case "", "INI", "UNK":
 			return false
 		}

@@ -81,17 +81,13 @@ func get(t *testing.T, url string) string {
 	return strings.TrimSpace(string(body))
 }
 
-// statuses is HAProxy's own view, from its stats CSV.
+// statuses is HAProxy's own view, from its stats page.
 func (s *fleetScene) statuses(t *testing.T) string {
-	csv := get(t, s.f.StatsURL+";csv")
-	var out []string
-	for _, line := range strings.Split(csv, "\n") {
-		cols := strings.Split(line, ",")
-		if len(cols) > 17 && cols[0] == s.f.Backend && strings.HasPrefix(cols[1], "web") {
-			out = append(out, cols[1]+"="+cols[17])
-		}
+	servers, err := testenv.ParseStat(get(t, s.f.StatsURL+";csv"), s.f.Backend)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.Join(out, " ")
+	return testenv.StatusLine(servers)
 }
 
 // rollout runs `lieutenant run` under load and returns what it printed.

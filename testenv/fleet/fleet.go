@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +32,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/lieutenant-deploy/lieutenant/lb"
 )
 
 // imageNames are the images the fleet runs, built by testenv/fleet/build-images.
@@ -448,11 +449,21 @@ func (f *Fleet) findPorts(ctx context.Context) error {
 	return nil
 }
 
-// waitBalanced waits until HAProxy serves and sees every server up.
+// waitBalanced waits until HAProxy sees every server up.
 func (f *Fleet) waitBalanced(ctx context.Context) error {
+	bal, err := lb.NewHAProxy(f.LBAPI, f.Backend)
+	if err != nil {
+		return fmt.Errorf("fleet %s: %w", f.Project, err)
+	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		up, err := f.serversUp(ctx)
+		up := 0
+		servers, err := bal.Servers(ctx)
+		for _, s := range servers {
+			if s.Serving() {
+				up++
+			}
+		}
 		if err == nil && up == len(f.Hosts) {
 			return nil
 		}
@@ -463,28 +474,6 @@ func (f *Fleet) waitBalanced(ctx context.Context) error {
 			return err
 		}
 	}
-}
-
-func (f *Fleet) serversUp(ctx context.Context) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.StatsURL+";csv", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	up := 0
-	for _, line := range strings.Split(buf.String(), "\n") {
-		cols := strings.Split(line, ",")
-		if len(cols) > 17 && cols[0] == f.Backend && strings.HasPrefix(cols[1], "web") && cols[17] == "UP" {
-			up++
-		}
-	}
-	return up, nil
 }
 
 // Exec runs a command in a host's container, as root, and returns its

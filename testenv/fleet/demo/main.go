@@ -159,8 +159,7 @@ func lieutenant(ctx context.Context, bin, repo string, args ...string) error {
 }
 
 func git(repo string, args ...string) error {
-	cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=Demo Release Engineer", "-c", "user.email=demo@example.invalid"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := testenv.GitCommand(repo, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
