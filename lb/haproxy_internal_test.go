@@ -90,7 +90,7 @@ func TestParseStatLines(t *testing.T) {
 			// A captured line with scur, qcur and the "* " in-progress mark set.
 			reply: header + "web,web1,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,1,1,0,,1,3,1,,0,,2,0,,0,* L4CON,,0\n" +
 				"web,BACKEND,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,0,0,0,,1,1,0,,1,3,0,,0,,1,0,,0,,,\n",
-			want:  []statRow{{Backend: "web", Name: "web1", Queued: 3, Sessions: 7, Status: "DOWN", CheckStatus: "L4CON"}},
+			want: []statRow{{Backend: "web", Name: "web1", Queued: 3, Sessions: 7, Status: "DOWN", CheckStatus: "L4CON"}},
 		},
 		{
 			name:  "columns found by name, not position",
