@@ -75,7 +75,15 @@ type Gate struct {
 	Checks   []Step // run from the machine lieutenant runs on
 	Soak     time.Duration
 	Approval Approval
+	// ApprovalTimeout ends a wait for approval as aborted, with the hosts
+	// done so far left in service.
+	ApprovalTimeout time.Duration
 }
+
+// DefaultApprovalTimeout is how long a gate waits for a decision unless the
+// playbook says otherwise: less than a CI job's usual limit, so the run
+// ends cleanly and releases its lock.
+const DefaultApprovalTimeout = time.Hour
 
 func (g Gate) empty() bool {
 	return len(g.Checks) == 0 && g.Soak == 0 && g.Approval == ApprovalNone
@@ -83,7 +91,7 @@ func (g Gate) empty() bool {
 
 func parsePlaybook(file string, data []byte, p *problems) *Playbook {
 	d := decoder{file: file, problems: p}
-	pb := &Playbook{Strategy: Strategy{Batches: Halves()}, Gate: Gate{Approval: ApprovalNone}}
+	pb := &Playbook{Strategy: Strategy{Batches: Halves()}, Gate: Gate{Approval: ApprovalNone, ApprovalTimeout: DefaultApprovalTimeout}}
 	root := d.parseDocument(data)
 	if root == nil {
 		return pb
@@ -247,6 +255,13 @@ func (d decoder) gate(n *yaml.Node, g *Gate) {
 	d.mapping(n, "gate", map[string]func(k, v *yaml.Node){
 		"checks": func(_, v *yaml.Node) { g.Checks = d.steps(v, "gate.checks", placeGate) },
 		"soak":   func(_, v *yaml.Node) { g.Soak = d.duration(v, "gate.soak") },
+		"approval_timeout": func(_, v *yaml.Node) {
+			if t, err := time.ParseDuration(v.Value); err == nil && t == 0 {
+				d.errorf(v, "gate.approval_timeout", "must be longer than 0, e.g. 4h")
+			} else if t := d.duration(v, "gate.approval_timeout"); t > 0 {
+				g.ApprovalTimeout = t
+			}
+		},
 		"approval": func(_, v *yaml.Node) {
 			switch a := Approval(d.str(v, "gate.approval")); a {
 			case ApprovalNone, ApprovalPrompt:

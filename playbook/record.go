@@ -58,10 +58,32 @@ type Record struct {
 	// Reason says in one line where and why a run that did not succeed stopped.
 	Reason string `yaml:"reason,omitempty" json:"reason,omitempty"`
 	// Next says what the operator should do now.
-	Next     []string      `yaml:"next,omitempty" json:"next,omitempty"`
-	Strategy string        `yaml:"strategy" json:"strategy"`
-	Batches  []BatchRecord `yaml:"batches" json:"batches"`
-	Hosts    []HostRecord  `yaml:"hosts" json:"hosts"`
+	Next     []string `yaml:"next,omitempty" json:"next,omitempty"`
+	Strategy string   `yaml:"strategy" json:"strategy"`
+	// Waiting is set while the run waits for an approval at a gate.
+	Waiting *WaitRecord `yaml:"waiting,omitempty" json:"waiting,omitempty"`
+	// Resumed lists the processes that continued the run after the one
+	// that started it died.
+	Resumed []ResumeRecord `yaml:"resumed,omitempty" json:"resumed,omitempty"`
+	Batches []BatchRecord  `yaml:"batches" json:"batches"`
+	Hosts   []HostRecord   `yaml:"hosts" json:"hosts"`
+}
+
+// WaitRecord is a gate waiting for a decision: `lieutenant approve` or
+// `abort` answer it from anywhere.
+type WaitRecord struct {
+	Gate  int       `yaml:"gate" json:"gate"` // the gate after this batch
+	Since time.Time `yaml:"since" json:"since"`
+	Until time.Time `yaml:"until" json:"until"` // then the run ends as aborted
+}
+
+// ResumeRecord is one `lieutenant resume` of the run.
+type ResumeRecord struct {
+	By   string    `yaml:"by" json:"by"`
+	From string    `yaml:"from" json:"from"`
+	At   time.Time `yaml:"at" json:"at"`
+	// Hosts are those found in flight, whose steps were run again.
+	Hosts []string `yaml:"in_flight,omitempty" json:"in_flight,omitempty"`
 }
 
 // BatchRecord lists a batch's hosts and the gate that followed it.
@@ -116,6 +138,7 @@ func (r *Record) clone() *Record {
 	c := *r
 	c.Hosts = slices.Clone(r.Hosts)
 	c.Batches = slices.Clone(r.Batches)
+	c.Resumed = slices.Clip(r.Resumed)
 	for i := range c.Hosts {
 		c.Hosts[i].Steps = slices.Clip(c.Hosts[i].Steps)
 	}

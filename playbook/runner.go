@@ -24,6 +24,8 @@ type Approver interface {
 type GateRequest struct {
 	Environment string
 	Release     string
+	Run         string    // the run's ID
+	Until       time.Time // when the wait ends as aborted
 	AfterBatch  int
 	Batches     int
 	Done        []string // hosts changed so far
@@ -157,6 +159,13 @@ func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *Rec
 	st := &runState{plan: plan, env: env, rec: rec, hosts: map[string]*HostRecord{}, servers: map[string]string{}}
 	for i := range rec.Hosts {
 		st.hosts[rec.Hosts[i].Name] = &rec.Hosts[i]
+		// A resumed run counts the failures of the process before it.
+		if rec.Hosts[i].Status == HostFailed {
+			st.failures++
+		}
+	}
+	if st.failures > 0 && shouldStop(st.failures, plan.Strategy.MaxFailures) {
+		st.stopped, st.outcome = fmt.Sprintf("%d hosts failed before the run was resumed", st.failures), OutcomeFailed
 	}
 	for _, hp := range append(plan.Hosts(), plan.UpToDate...) {
 		st.servers[hp.Host.Name] = hp.Host.BalancerServer
@@ -289,6 +298,9 @@ func (r *Runner) runBatch(ctx context.Context, st *runState, b Batch) {
 	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	for i, hp := range b.Hosts {
+		if st.finished(hp.Host.Name) {
+			continue // by the process that started a resumed run
+		}
 		slots <- struct{}{}
 		// The first hosts of a batch start together. A later one starts
 		// only if nothing stopped the run while it waited for a slot.
@@ -467,7 +479,7 @@ func stepRecord(s Step, start time.Time, d time.Duration, out string, err error)
 // gate runs the checks, soak and approval between two batches.
 func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 	g := st.plan.Gate
-	if g.empty() {
+	if g.empty() || st.gatePassed(done.Number) {
 		return
 	}
 	gr := &GateRecord{Status: StepOK, At: r.now().UTC()}
@@ -504,12 +516,27 @@ func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 		}
 	}
 	if ok && g.Approval == ApprovalPrompt {
-		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "waiting for approval"})
-		approved, by, err := r.Approver.Approve(ctx, GateRequest{
-			Environment: st.plan.Environment, Release: st.plan.Release, AfterBatch: done.Number,
-			Batches: len(st.plan.Batches), Done: st.doneHosts(), Next: hostNames(next.Hosts),
-		})
+		timeout := g.ApprovalTimeout
+		if timeout <= 0 {
+			timeout = DefaultApprovalTimeout
+		}
+		since := r.now().UTC()
+		// Whoever decides from elsewhere reads in Git that the run waits.
+		st.update(func() { st.rec.Waiting = &WaitRecord{Gate: done.Number, Since: since, Until: since.Add(timeout)} })
+		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: fmt.Sprintf("waiting for approval (until %s)", since.Add(timeout).Format(time.RFC3339))})
+		approved, by, err := false, "", st.save(ctx, r.Recorder)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, timeout)
+			approved, by, err = r.Approver.Approve(actx, GateRequest{
+				Environment: st.plan.Environment, Release: st.plan.Release, Run: st.rec.ID, AfterBatch: done.Number,
+				Batches: len(st.plan.Batches), Done: st.doneHosts(), Next: hostNames(next.Hosts), Until: since.Add(timeout),
+			})
+			cancel()
+		}
+		st.update(func() { st.rec.Waiting = nil })
 		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			fail(OutcomeAborted, "no decision within %s; the hosts done so far stay in service", timeout)
 		case err != nil:
 			fail(interruptedOr(ctx, OutcomeAborted), "approval: %v", err)
 		case !approved:
@@ -616,6 +643,24 @@ func (st *runState) stop(o Outcome, reason string) {
 
 func (st *runState) markUntouched(host string) {
 	st.update(func() { st.hosts[host].Status = HostUntouched })
+}
+
+// finished reports whether the host's part of the run is over: it
+// succeeded or failed, possibly in the process a resume took over from.
+func (st *runState) finished(host string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.hosts[host].Status
+	return s == HostSucceeded || s == HostFailed
+}
+
+// gatePassed reports whether the gate after batch n was passed already,
+// before a resume.
+func (st *runState) gatePassed(n int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	g := st.rec.Batches[n-1].Gate
+	return g != nil && g.Status == StepOK
 }
 
 func (st *runState) doneHosts() []string {

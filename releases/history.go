@@ -25,6 +25,9 @@ const DefaultHistoryBranch = "lieutenant/runs"
 // is before the first Put.
 var ErrNoHistory = errors.New("history branch does not exist yet")
 
+// errStaleNoChange asks update to try again after a fetch.
+var errStaleNoChange = errors.New("no change on a stale tip")
+
 // maxPutAttempts bounds how often Put rebuilds on a branch that keeps
 // moving. Each round some writer wins, so this many attempts get a write
 // through a crowd of about as many concurrent writers.
@@ -65,25 +68,53 @@ func (h *History) Branch() string { return h.branch }
 // Identity is who h commits as.
 func (h *History) Identity() Signature { return h.identity }
 
+// Change computes a file's new content from its content on the branch tip
+// (nil when the file is absent). Returning nil removes the file; returning
+// the current content changes nothing. An error cancels the write and is
+// returned as is. A change may be asked again, on a newer tip, when another
+// writer got there first, so it must only compute.
+type Change func(current []byte) ([]byte, error)
+
 // Put commits data as the file at p (slash-separated, e.g.
 // "runs/production/2026-11-28T10-00-00Z-3f2a.yaml") on top of the branch
-// tip, keeping every other file, and returns the new commit's hash. The
-// first Put creates the branch as an orphan holding only that file.
-//
-// The branch is moved by compare-and-swap. If another writer moved it in
-// the meantime, the change is rebuilt on the new tip and tried again, up to
-// a bound; their commits are kept. If the tip already holds exactly data
-// at p, nothing is committed and the tip's hash is returned. Put refuses to
-// move the branch while a work tree has it checked out.
+// tip, keeping every other file, and returns the new commit's hash. See
+// Update.
 func (h *History) Put(ctx context.Context, p string, data []byte, message string) (string, error) {
-	hash, err := h.put(ctx, p, data, message)
+	if data == nil {
+		data = []byte{}
+	}
+	return h.Update(ctx, p, func([]byte) ([]byte, error) { return data, nil }, message)
+}
+
+// Update commits the file at p as change makes it from the branch tip's
+// version, keeping every other file, and returns the new commit's hash (the
+// tip's when nothing changed). The first write creates the branch as an
+// orphan holding only that file.
+//
+// The branch is moved by compare-and-swap: locally through git's ref lock,
+// and with a remote (see Repo.UseRemote) by a push the remote refuses when
+// its branch moved. Either way, when another writer got there first, the
+// branch is read again, change is asked again on the new tip and the write
+// is retried, up to a bound; the other writer's commits are kept. Without a
+// remote, Update refuses to move the branch while a work tree has it
+// checked out.
+func (h *History) Update(ctx context.Context, p string, change Change, message string) (string, error) {
+	hash, err := h.update(ctx, p, change, message)
 	if err != nil {
-		return "", fmt.Errorf("write %s to %s: %w", p, h.branch, err)
+		return "", fmt.Errorf("write %s to %s: %w", p, h.where(), err)
 	}
 	return hash, nil
 }
 
-func (h *History) put(ctx context.Context, p string, data []byte, message string) (string, error) {
+// where names the branch in messages: with a remote, the remote's URL too.
+func (h *History) where() string {
+	if u := h.repo.RemoteURL(); u != "" {
+		return h.branch + " of " + u
+	}
+	return h.branch
+}
+
+func (h *History) update(ctx context.Context, p string, change Change, message string) (string, error) {
 	parts, err := splitTreePath(p)
 	if err != nil {
 		return "", err
@@ -95,66 +126,46 @@ func (h *History) put(ctx context.Context, p string, data []byte, message string
 	message += "\n"
 
 	r := h.repo
-	if err := r.locked(func() error { return r.checkNotCheckedOut(h.ref) }); err != nil {
-		return "", err
+	if r.remote == nil {
+		if err := r.locked(func() error { return r.checkNotCheckedOut(h.ref) }); err != nil {
+			return "", err
+		}
 	}
-	var blob plumbing.Hash
+	fetched := false
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
 		var commit plumbing.Hash
 		err := r.locked(func() error {
-			if blob.IsZero() {
-				b := r.storage.NewEncodedObject()
-				b.SetType(plumbing.BlobObject)
-				w, err := b.Writer()
-				if err != nil {
-					return err
-				}
-				if _, err := w.Write(data); err != nil {
-					return err
-				}
-				if err := w.Close(); err != nil {
-					return err
-				}
-				if blob, err = r.storeObject(b); err != nil {
-					return fmt.Errorf("write blob: %w", err)
-				}
-			}
-			tip, err := r.readRef(h.ref)
+			tip, err := r.readRef(h.tipRef())
 			if err != nil {
 				return err
 			}
-			var base plumbing.Hash
-			var parents []plumbing.Hash
-			if !tip.IsZero() {
-				c, err := object.GetCommit(r.storage, tip)
-				if err != nil {
-					return fmt.Errorf("read tip %s: %w", tip, err)
-				}
-				base, parents = c.TreeHash, []plumbing.Hash{tip}
-			}
-			tree, changed, err := r.putInTree(base, "", parts, blob)
-			if err != nil {
-				return err
-			}
-			if !changed {
+			var changed bool
+			if commit, changed, err = h.commitOn(tip, parts, change, message); err != nil || !changed {
 				commit = tip
-				return nil
+				if err == nil && !changed && r.remote != nil && !fetched {
+					// "Nothing to change" may come from a stale copy of
+					// the remote branch: decide again on a fresh one.
+					fetched = true
+					if err := r.fetch(ctx, h.branch); err != nil {
+						return err
+					}
+					return errStaleNoChange
+				}
+				return err
 			}
-			// Git records seconds; dropping the rest keeps the object
-			// identical to what it decodes back to.
-			now := time.Now().Truncate(time.Second)
-			sig := object.Signature{Name: h.identity.Name, Email: h.identity.Email, When: now}
-			c := &object.Commit{Author: sig, Committer: sig, Message: message, TreeHash: tree, ParentHashes: parents}
-			if commit, err = r.writeObject(c); err != nil {
-				return fmt.Errorf("write commit: %w", err)
+			if r.remote == nil {
+				return r.casRef(ctx, h.ref, commit, tip)
 			}
-			return r.casRef(ctx, h.ref, commit, tip)
+			return h.pushCAS(ctx, commit, tip)
 		})
 		if err == nil {
 			return commit.String(), nil
+		}
+		if errors.Is(err, errStaleNoChange) {
+			continue
 		}
 		if !errors.Is(err, ErrBranchMoved) {
 			return "", err
@@ -167,6 +178,103 @@ func (h *History) put(ctx context.Context, p string, data []byte, message string
 			return "", err
 		}
 	}
+}
+
+// tipRef is where the branch is read: the remote-tracking ref when there
+// is a remote, since the remote's branch is the one that counts.
+func (h *History) tipRef() plumbing.ReferenceName {
+	if rm := h.repo.remote; rm != nil {
+		return plumbing.NewRemoteReferenceName(rm.Name, h.branch)
+	}
+	return h.ref
+}
+
+// commitOn writes the commit that applies change on top of tip (zero: an
+// orphan). changed is false when change leaves the file as it is. Called
+// with r.mu held.
+func (h *History) commitOn(tip plumbing.Hash, parts []string, change Change, message string) (_ plumbing.Hash, changed bool, _ error) {
+	r := h.repo
+	var base plumbing.Hash
+	var parents []plumbing.Hash
+	if !tip.IsZero() {
+		c, err := object.GetCommit(r.storage, tip)
+		if err != nil {
+			return plumbing.ZeroHash, false, fmt.Errorf("read tip %s: %w", tip, err)
+		}
+		base, parents = c.TreeHash, []plumbing.Hash{tip}
+	}
+	current, err := r.fileAt(base, parts)
+	if err != nil {
+		return plumbing.ZeroHash, false, err
+	}
+	data, err := change(current)
+	if err != nil {
+		return plumbing.ZeroHash, false, err
+	}
+	var blob plumbing.Hash // zero: remove
+	if data != nil {
+		if blob, err = r.writeBlob(data); err != nil {
+			return plumbing.ZeroHash, false, fmt.Errorf("write blob: %w", err)
+		}
+	}
+	tree, changed, err := r.setInTree(base, "", parts, blob)
+	if err != nil || !changed {
+		return plumbing.ZeroHash, false, err
+	}
+	// Git records seconds; dropping the rest keeps the object identical to
+	// what it decodes back to.
+	now := time.Now().Truncate(time.Second)
+	sig := object.Signature{Name: h.identity.Name, Email: h.identity.Email, When: now}
+	c := &object.Commit{Author: sig, Committer: sig, Message: message, TreeHash: tree, ParentHashes: parents}
+	commit, err := r.writeObject(c)
+	if err != nil {
+		return plumbing.ZeroHash, false, fmt.Errorf("write commit: %w", err)
+	}
+	return commit, true, nil
+}
+
+// pushCAS pushes commit, built on tip, to the remote branch. When the push
+// fails, the branch is fetched to tell a lost race (ErrBranchMoved: try
+// again on the new tip) from a real failure, and from a push that went
+// through although its answer was lost. Called with r.mu held.
+func (h *History) pushCAS(ctx context.Context, commit, tip plumbing.Hash) error {
+	r := h.repo
+	pushErr := r.push(ctx, h.branch, commit, tip)
+	if pushErr != nil {
+		if err := r.fetch(ctx, h.branch); err != nil {
+			return pushErr
+		}
+		now, err := r.readRef(h.tipRef())
+		switch {
+		case err != nil:
+			return err
+		case now == commit:
+		case now != tip:
+			return fmt.Errorf("%w: %s is at %s, not %s", ErrBranchMoved, h.branch, describeHash(now), describeHash(tip))
+		default:
+			return pushErr
+		}
+	}
+	if err := r.storage.SetReference(plumbing.NewHashReference(h.tipRef(), commit)); err != nil {
+		return fmt.Errorf("update %s: %w", h.tipRef(), err)
+	}
+	// The local branch follows when nobody else moved it, so that
+	// `git log lieutenant/runs` works in a clone too.
+	if local, err := r.readRef(h.ref); err == nil && (local == tip || local.IsZero()) {
+		if r.checkNotCheckedOut(h.ref) == nil {
+			_ = r.casRef(ctx, h.ref, commit, local)
+		}
+	}
+	return nil
+}
+
+// Refresh fetches the branch from the remote, so that reads see what other
+// machines wrote. Without a remote it does nothing.
+func (h *History) Refresh(ctx context.Context) error {
+	if err := h.repo.Fetch(ctx, h.branch); err != nil {
+		return fmt.Errorf("read history branch %s: %w", h.branch, err)
+	}
+	return nil
 }
 
 // Snapshot returns the branch tip as a Snapshot, or an error wrapping
@@ -187,7 +295,7 @@ func (h *History) snapshot(ctx context.Context) (*Snapshot, error) {
 	err := h.repo.locked(func() error {
 		// The ref is read exactly: a revision lookup could pick a tag or
 		// a hash prefix that happens to look like the branch name.
-		tip, err := h.repo.readRef(h.ref)
+		tip, err := h.repo.readRef(h.tipRef())
 		if err != nil {
 			return err
 		}
@@ -276,10 +384,11 @@ func checkPathElem(e string) error {
 	return nil
 }
 
-// putInTree returns the hash of tree base (zero: an empty tree) with the
-// blob at path parts, writing the trees that change. changed is false when
-// base holds exactly that blob there already. Called with r.mu held.
-func (r *Repo) putInTree(base plumbing.Hash, dir string, parts []string, blob plumbing.Hash) (_ plumbing.Hash, changed bool, _ error) {
+// setInTree returns the hash of tree base (zero: an empty tree) with the
+// blob at path parts, or without the file there when blob is zero, writing
+// the trees that change. A directory left empty disappears, as in git.
+// changed is false when base is already like that. Called with r.mu held.
+func (r *Repo) setInTree(base plumbing.Hash, dir string, parts []string, blob plumbing.Hash) (_ plumbing.Hash, changed bool, _ error) {
 	var entries []object.TreeEntry
 	if !base.IsZero() {
 		t, err := object.GetTree(r.storage, base)
@@ -300,6 +409,8 @@ func (r *Repo) putInTree(base plumbing.Hash, dir string, parts []string, blob pl
 			case e.Mode == filemode.Regular && e.Hash == blob:
 				return base, false, nil
 			}
+		} else if blob.IsZero() {
+			return base, false, nil
 		}
 	} else {
 		var sub plumbing.Hash
@@ -308,17 +419,25 @@ func (r *Repo) putInTree(base plumbing.Hash, dir string, parts []string, blob pl
 				return plumbing.ZeroHash, false, fmt.Errorf("%s is a file on the branch, not a directory", here)
 			}
 			sub = entries[i].Hash
+		} else if blob.IsZero() {
+			return base, false, nil
 		}
-		h, changed, err := r.putInTree(sub, here, parts[1:], blob)
+		h, changed, err := r.setInTree(sub, here, parts[1:], blob)
 		if err != nil || !changed {
 			return base, false, err
 		}
 		entry = object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h}
 	}
-	if i >= 0 {
+	switch {
+	case entry.Hash.IsZero():
+		entries = slices.Delete(entries, i, i+1)
+	case i >= 0:
 		entries[i] = entry
-	} else {
+	default:
 		entries = append(entries, entry)
+	}
+	if len(entries) == 0 && dir != "" {
+		return plumbing.ZeroHash, true, nil
 	}
 	// Git's order, in which a directory sorts as if its name ended in "/";
 	// fsck --strict checks it.
@@ -328,6 +447,47 @@ func (r *Repo) putInTree(base plumbing.Hash, dir string, parts []string, blob pl
 		return plumbing.ZeroHash, false, fmt.Errorf("write tree %s: %w", path.Join(".", dir), err)
 	}
 	return h, true, nil
+}
+
+// fileAt reads the file at parts in tree (zero: an empty tree); nil when
+// there is none. Called with r.mu held.
+func (r *Repo) fileAt(tree plumbing.Hash, parts []string) ([]byte, error) {
+	n := node{mode: filemode.Dir, hash: tree}
+	for _, elem := range parts {
+		if n.hash.IsZero() || n.mode != filemode.Dir {
+			return nil, nil
+		}
+		next, ok, err := r.child(n, elem)
+		if err != nil || !ok {
+			return nil, err
+		}
+		n = next
+	}
+	if n.mode != filemode.Regular && n.mode != filemode.Executable {
+		return nil, nil
+	}
+	data, err := r.blob(n.hash)
+	if data == nil && err == nil {
+		data = []byte{}
+	}
+	return data, err
+}
+
+// writeBlob stores data as a blob. Called with r.mu held.
+func (r *Repo) writeBlob(data []byte) (plumbing.Hash, error) {
+	b := r.storage.NewEncodedObject()
+	b.SetType(plumbing.BlobObject)
+	w, err := b.Writer()
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if err := w.Close(); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return r.storeObject(b)
 }
 
 type encoder interface {

@@ -1,11 +1,17 @@
 package releases
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path"
+	"strings"
 	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/playbook"
 )
 
 // runIDTime is the timestamp part of a run ID: UTC, with dashes for colons
@@ -42,4 +48,78 @@ func checkRecordElem(e string) error {
 		return fmt.Errorf("%q is not a plain name: %w", e, err)
 	}
 	return nil
+}
+
+// Records returns the records of env's runs on the branch tip, oldest
+// first.
+func (h *History) Records(ctx context.Context, env string) ([]*playbook.Record, error) {
+	if err := checkRecordElem(env); err != nil {
+		return nil, fmt.Errorf("run records: environment %w", err)
+	}
+	snap, err := h.snapshot(ctx)
+	if errors.Is(err, ErrNoHistory) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history branch %s: %w", h.branch, err)
+	}
+	entries, err := snap.ReadDir(path.Join("runs", env))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var recs []*playbook.Record
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		rec, err := h.readRecord(snap, path.Join("runs", env, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// FindRun returns the record of run id, whichever environment it was.
+func (h *History) FindRun(ctx context.Context, id string) (*playbook.Record, error) {
+	if err := checkRecordElem(id); err != nil {
+		return nil, fmt.Errorf("run %w", err)
+	}
+	snap, err := h.snapshot(ctx)
+	if errors.Is(err, ErrNoHistory) {
+		return nil, fmt.Errorf("run %s: no run was recorded yet (%s does not exist)", id, h.where())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history branch %s: %w", h.branch, err)
+	}
+	envs, err := snap.ReadDir("runs")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, env := range envs {
+		p := path.Join("runs", env.Name(), id+".yaml")
+		if _, err := snap.Stat(p); err == nil {
+			return h.readRecord(snap, p)
+		}
+	}
+	return nil, fmt.Errorf("run %s: no record runs/*/%s.yaml on %s (see lieutenant history --env ENV)", id, id, h.where())
+}
+
+func (h *History) readRecord(snap *Snapshot, p string) (*playbook.Record, error) {
+	data, err := snap.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := playbook.ParseRecord(data)
+	if err == nil && (rec.ID == "" || rec.Environment == "" || rec.ID+".yaml" != path.Base(p)) {
+		err = fmt.Errorf("want a run record whose id matches the file name")
+	}
+	if err != nil {
+		return nil, &MalformedError{Branch: h.branch, Path: p, Err: err, Fix: "restore it with git from the branch's log"}
+	}
+	return rec, nil
 }

@@ -29,6 +29,7 @@ type Repo struct {
 	mu      sync.Mutex
 	git     *git.Repository
 	storage *filesystem.Storage
+	remote  *remote // nil: the repository is used on its own
 }
 
 // Open opens the Git repository at path. Like git, it looks for a .git
@@ -130,6 +131,11 @@ func (r *Repo) Bare() bool { return r.bare }
 func (r *Repo) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.remote != nil {
+		if a, ok := r.remote.auth.(*sshAuth); ok {
+			a.close()
+		}
+	}
 	return r.storage.Close()
 }
 

@@ -533,6 +533,25 @@ func (s *SSH) dial(ctx context.Context, h Host, addr string) (*ssh.Client, error
 	return ssh.NewClient(sc, chans, reqs), nil
 }
 
+// ClientConfig returns the configuration of one SSH connection to addr
+// (host:port) as user, for SSH clients other than Connect's, such as Git's:
+// the same keys, and the same host key check against known_hosts, whose
+// failure is a *HostKeyError. release closes the agent connection the keys
+// use; call it once the connection is over.
+func (s *SSH) ClientConfig(user, addr string) (cfg *ssh.ClientConfig, release func(), err error) {
+	signers, _, release := s.signers(context.Background(), time.Now().Add(s.cfg.HandshakeTimeout))
+	checkKey := s.hostKeys.HostKeyCallback()
+	return &ssh.ClientConfig{
+		User: user,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+			return s.hostKeyError(addr, key, checkKey(hostname, remote, key))
+		},
+		HostKeyAlgorithms: s.hostKeys.HostKeyAlgorithms(addr),
+		Timeout:           s.cfg.DialTimeout,
+	}, release, nil
+}
+
 // signers returns the identity-file keys followed by the agent's, and a
 // function that releases the agent connection. The agent is asked afresh
 // for each connection so that keys added to it since NewSSH are offered; an

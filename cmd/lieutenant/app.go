@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -23,6 +24,9 @@ batches). Every run is recorded as a file on the history branch (lieutenant/runs
    lieutenant validate                    check every file, report every problem
    lieutenant plan --env production       what would change, host by host
    lieutenant run --env production        do it
+   lieutenant sync --env production       do it if the manifest changed since the last success (CI)
+   lieutenant history --env production    what happened
+   lieutenant rollback --env production   put the previous release back, as a commit
 
 ` + exitCodesHelp,
 		Writer:          s.out,
@@ -30,14 +34,30 @@ batches). Every run is recorded as a file on the history branch (lieutenant/runs
 		Reader:          s.in,
 		HideHelpCommand: true,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "repo", Value: ".", EnvVars: []string{"LIEUTENANT_REPO"}, Usage: "deploy repository (a work tree or a bare repository)"},
-			&cli.StringFlag{Name: "rev", Value: "HEAD", EnvVars: []string{"LIEUTENANT_REV"}, Usage: "revision to read the configuration from (branch, tag, commit)"},
+			&cli.StringFlag{Name: "repo", Value: ".", EnvVars: []string{"LIEUTENANT_REPO"},
+				Usage: "deploy repository: a clone or bare repository here, or a remote URL (ssh://, user@host:path, https://, file://)"},
+			&cli.StringFlag{Name: "remote", Value: "origin", EnvVars: []string{"LIEUTENANT_REMOTE"},
+				Usage: "remote of a local --repo to fetch from and push the history to, when it has one; none: work locally"},
+			&cli.StringFlag{Name: "branch", EnvVars: []string{"LIEUTENANT_BRANCH"},
+				Usage: "manifest branch of the remote (default: the remote's HEAD)"},
+			&cli.StringFlag{Name: "rev", EnvVars: []string{"LIEUTENANT_REV"},
+				Usage: "revision to read the configuration from (default: the fetched manifest branch, or HEAD without a remote)"},
+			&cli.StringSliceFlag{Name: "git-known-hosts", EnvVars: []string{"LIEUTENANT_GIT_KNOWN_HOSTS"},
+				Usage: "known_hosts file for an SSH remote (default ~/.ssh/known_hosts)"},
+			&cli.StringSliceFlag{Name: "git-identity", EnvVars: []string{"LIEUTENANT_GIT_IDENTITY"},
+				Usage: "private key for an SSH remote (default: ~/.ssh/id_* and ssh-agent); an HTTPS remote takes LIEUTENANT_GIT_TOKEN"},
 		},
-		Commands: withUsageErrors(validateCommand(s), planCommand(s), runCommand(s)),
+		Commands: withUsageErrors(validateCommand(s), planCommand(s), runCommand(s), syncCommand(s), resumeCommand(s),
+			rollbackCommand(s), historyCommand(s), showCommand(s), approveCommand(s, true), approveCommand(s, false),
+			lockCommand(s), watchCommand(s)),
 		// Reached only when the first argument is not a command.
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
-				return usagef("unknown command %q (commands: validate, plan, run; see lieutenant --help)", c.Args().First())
+				var names []string
+				for _, cmd := range c.App.VisibleCommands() {
+					names = append(names, cmd.Name)
+				}
+				return usagef("unknown command %q (commands: %s; see lieutenant --help)", c.Args().First(), strings.Join(names, ", "))
 			}
 			return cli.ShowAppHelp(c)
 		},
@@ -70,6 +90,25 @@ func checkUsage(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("%s takes no arguments, got %q (see lieutenant %s --help)", name, c.Args().First(), name)
 	}
+	return checkFlags(c)
+}
+
+// runArg is checkUsage for commands that take one run ID.
+func runArg(c *cli.Context) (string, error) {
+	name := c.Command.Name
+	for _, a := range c.Args().Tail() {
+		if strings.HasPrefix(a, "-") {
+			return "", usagef("%s: flags go before the RUN id: lieutenant %s %s %s", name, name, strings.Join(c.Args().Tail(), " "), c.Args().First())
+		}
+	}
+	if c.NArg() != 1 {
+		return "", usagef("%s needs exactly one RUN id, got %d arguments (run ids are in lieutenant history --env ENV)", name, c.NArg())
+	}
+	return c.Args().First(), checkFlags(c)
+}
+
+func checkFlags(c *cli.Context) error {
+	name := c.Command.Name
 	for _, f := range c.Command.Flags {
 		switch f.Names()[0] {
 		case "env":

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -22,30 +24,46 @@ func (y yesApprover) Approve(context.Context, playbook.GateRequest) (bool, strin
 
 // promptApprover asks the operator on the terminal.
 type promptApprover struct {
-	in    *bufio.Reader
 	flush func() // discards what was typed before the question
 	out   io.Writer
 	by    string
+
+	// One goroutine reads the terminal for the life of the process, so a
+	// question that was answered elsewhere leaves no reader behind to
+	// swallow the answer to the next one.
+	start sync.Once
+	in    *bufio.Reader
+	lines chan string
 }
 
 func newPromptApprover(in *os.File, out io.Writer, by string) *promptApprover {
-	return &promptApprover{in: bufio.NewReader(in), flush: func() { discardTypeahead(in) }, out: out, by: by}
+	return &promptApprover{in: bufio.NewReader(in), flush: func() { discardTypeahead(in) }, out: out, by: by, lines: make(chan string)}
 }
 
 func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) (bool, string, error) {
+	p.start.Do(func() {
+		go func() {
+			for {
+				line, err := p.in.ReadString('\n')
+				if err != nil {
+					close(p.lines)
+					return
+				}
+				p.lines <- strings.TrimSpace(strings.ToLower(line))
+			}
+		}()
+	})
 	// An Enter pressed while the batch ran must not answer this question.
 	p.flush()
 	fmt.Fprintf(p.out, "\nBatch %d of %d done; at %s: %s.\nContinue with batch %d (%s)? [y/N] ",
 		req.AfterBatch, req.Batches, req.Release, strings.Join(req.Done, ", "), req.AfterBatch+1, strings.Join(req.Next, ", "))
-	answer := make(chan string, 1)
-	go func() {
-		line, _ := p.in.ReadString('\n')
-		answer <- strings.TrimSpace(strings.ToLower(line))
-	}()
 	select {
 	case <-ctx.Done():
 		return false, p.by, ctx.Err()
-	case a := <-answer:
+	case a, ok := <-p.lines:
+		if !ok {
+			return false, p.by, fmt.Errorf("the terminal closed")
+		}
 		return a == "y" || a == "yes", p.by, nil
 	}
 }
@@ -53,4 +71,47 @@ func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) 
 // discardTypeahead drops input typed but not yet read from a terminal.
 func discardTypeahead(f *os.File) {
 	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
+}
+
+// announcingApprover says how to decide from elsewhere before it waits.
+type announcingApprover struct {
+	playbook.Approver
+	out io.Writer
+}
+
+func (a *announcingApprover) Approve(ctx context.Context, req playbook.GateRequest) (bool, string, error) {
+	fmt.Fprintf(a.out, "Waiting for a decision on run %s after batch %d of %d, until %s:\n"+
+		"  lieutenant approve %s    or    lieutenant abort %s\n",
+		req.Run, req.AfterBatch, req.Batches, req.Until.Local().Format(time.RFC3339), req.Run, req.Run)
+	return a.Approver.Approve(ctx, req)
+}
+
+// firstApprover asks all its approvers at once and takes the first
+// answer; the others are cancelled.
+type firstApprover []playbook.Approver
+
+func (f firstApprover) Approve(ctx context.Context, req playbook.GateRequest) (bool, string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		ok  bool
+		by  string
+		err error
+	}
+	answers := make(chan answer, len(f))
+	for _, a := range f {
+		go func() {
+			ok, by, err := a.Approve(ctx, req)
+			answers <- answer{ok, by, err}
+		}()
+	}
+	var last answer
+	for range f {
+		last = <-answers
+		// One approver failing (a closed terminal) leaves the others.
+		if last.err == nil || ctx.Err() != nil {
+			return last.ok, last.by, last.err
+		}
+	}
+	return last.ok, last.by, last.err
 }

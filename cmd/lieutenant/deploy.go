@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/urfave/cli/v2"
 
@@ -15,38 +19,158 @@ import (
 
 // deployment is one environment read from one revision of the repository.
 type deployment struct {
-	repo *releases.Repo
+	*source
 	snap *releases.Snapshot
 	dep  *playbook.Deployment
 }
 
-func openRepo(c *cli.Context) (*releases.Repo, *releases.Snapshot, error) {
-	repo, err := releases.Open(c.String("repo"))
+// source is the deploy repository as the command line names it: a clone or
+// bare repository on this machine, used with its remote when it has one,
+// or a remote URL read through a private cache.
+type source struct {
+	repo *releases.Repo
+	// branch is the remote's manifest branch ("" without a remote).
+	branch  string
+	cleanup func()
+}
+
+// openSource opens --repo and, with a remote, fetches the manifest branch.
+func openSource(c *cli.Context) (*source, error) {
+	arg := c.String("repo")
+	src := &source{cleanup: func() {}}
+	var remote releases.Remote
+	if releases.IsRemoteURL(arg) {
+		dir, err := os.MkdirTemp("", "lieutenant-repo-")
+		if err != nil {
+			return nil, fmt.Errorf("open deploy repository %s: %w", arg, err)
+		}
+		src.cleanup = func() { os.RemoveAll(dir) }
+		if src.repo, err = releases.InitCache(dir); err != nil {
+			src.cleanup()
+			return nil, err
+		}
+		remote = releases.Remote{Name: "origin", URL: arg}
+	} else {
+		repo, err := releases.Open(arg)
+		if err != nil {
+			return nil, err
+		}
+		src.repo = repo
+		name := c.String("remote")
+		if url, ok := repo.ConfiguredRemote(name); ok {
+			remote = releases.Remote{Name: name, URL: url}
+		} else if c.IsSet("remote") && name != "none" {
+			src.Close()
+			return nil, usagef("--remote %s: %s has no remote of that name (see git remote -v; --remote none works without one)", name, repo.Path())
+		}
+	}
+	if remote.URL == "" {
+		src.branch = c.String("branch")
+		return src, nil
+	}
+	if err := src.useRemote(c, remote); err != nil {
+		src.Close()
+		return nil, err
+	}
+	return src, nil
+}
+
+func (src *source) useRemote(c *cli.Context, remote releases.Remote) error {
+	remote.Auth = releases.RemoteAuth{Token: os.Getenv("LIEUTENANT_GIT_TOKEN"), TokenUser: os.Getenv("LIEUTENANT_GIT_USER")}
+	var gitSSH *transport.SSH
+	remote.Auth.SSH = func(user, hostport string) (*ssh.ClientConfig, func(), error) {
+		if gitSSH == nil {
+			var err error
+			gitSSH, err = transport.NewSSH(transport.SSHConfig{
+				User: user, UseAgent: true,
+				KnownHostsFiles: c.StringSlice("git-known-hosts"), IdentityFiles: c.StringSlice("git-identity"),
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("git remote: %w", err)
+			}
+		}
+		return gitSSH.ClientConfig(user, hostport)
+	}
+	if err := src.repo.UseRemote(remote); err != nil {
+		return err
+	}
+	src.branch = c.String("branch")
+	if src.branch == "" {
+		b, err := src.repo.DefaultBranch(c.Context)
+		if err != nil {
+			return err
+		}
+		src.branch = b
+	}
+	return src.repo.Fetch(c.Context, src.branch)
+}
+
+// snapshot reads --rev; by default the tip of the remote's manifest
+// branch as just fetched, or HEAD without a remote.
+func (src *source) snapshot(c *cli.Context) (*releases.Snapshot, error) {
+	rev := c.String("rev")
+	if rev == "" && src.branch != "" {
+		rev = src.repo.Tracking(src.branch)
+	}
+	return src.repo.Snapshot(c.Context, rev)
+}
+
+func (src *source) Close() error {
+	err := src.repo.Close()
+	src.cleanup()
+	return err
+}
+
+// history opens the history branch and reads what the remote has on it.
+func (src *source) history(ctx context.Context, branch string) (*releases.History, error) {
+	hist, err := src.repo.History(branch)
+	if err != nil {
+		return nil, err
+	}
+	if err := hist.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return hist, nil
+}
+
+func openRepo(c *cli.Context) (*source, *releases.Snapshot, error) {
+	src, err := openSource(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	snap, err := repo.Snapshot(c.Context, c.String("rev"))
+	snap, err := src.snapshot(c)
 	if err != nil {
-		repo.Close()
+		src.Close()
 		return nil, nil, err
 	}
-	return repo, snap, nil
+	return src, snap, nil
 }
 
 func openDeployment(c *cli.Context) (*deployment, error) {
-	repo, snap, err := openRepo(c)
-	if err != nil {
-		return nil, err
-	}
-	dep, err := playbook.Load(snap, c.String("env"))
-	if err != nil {
-		repo.Close()
-		return nil, err
-	}
-	return &deployment{repo: repo, snap: snap, dep: dep}, nil
+	return openEnvironment(c, c.String("env"))
 }
 
-func (d *deployment) Close() error { return d.repo.Close() }
+func openEnvironment(c *cli.Context, env string) (*deployment, error) {
+	src, snap, err := openRepo(c)
+	if err != nil {
+		return nil, err
+	}
+	d, err := src.deployment(snap, env)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// deployment reads environment env at snap.
+func (src *source) deployment(snap *releases.Snapshot, env string) (*deployment, error) {
+	dep, err := playbook.Load(snap, env)
+	if err != nil {
+		return nil, err
+	}
+	return &deployment{source: src, snap: snap, dep: dep}, nil
+}
 
 // connector builds the SSH connector from the environment's ssh settings
 // and the command line's overrides.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
 
@@ -19,6 +20,7 @@ const (
 	exitRefused     = 3 // stopped before changing any host
 	exitFailed      = 4 // the run changed hosts and did not succeed
 	exitInterrupted = 5 // stopped by a signal
+	exitLocked      = 6 // another run holds the environment's lock; nothing was touched
 )
 
 const exitCodesHelp = `EXIT CODES:
@@ -28,7 +30,8 @@ const exitCodesHelp = `EXIT CODES:
    3  refused: stopped before changing any host (unreachable host, unknown host key,
       unreachable balancer, not enough capacity, no way to approve the gate)
    4  failed: hosts were changed and the run did not succeed; see the summary
-   5  interrupted: stopped by a signal; hosts in flight were repaired in the balancer`
+   5  interrupted: stopped by a signal; hosts in flight were repaired in the balancer
+   6  locked: another run holds the environment; nothing was touched`
 
 // usageError is a mistake on the command line.
 type usageError struct{ msg string }
@@ -46,10 +49,13 @@ func exitCode(err error) int {
 		unknown *playbook.UnknownEnvironmentError
 		refused *playbook.RefusedError
 		runErr  *playbook.RunError
+		locked  *releases.LockedError
 	)
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &locked):
+		return exitLocked
 	case errors.As(err, &usage), errors.As(err, &invalid), errors.As(err, &unknown):
 		return exitInvalid
 	case errors.As(err, &refused):

@@ -24,15 +24,7 @@ EXAMPLE:
 			&cli.BoolFlag{Name: "offline", Usage: "do not contact hosts; installed versions are unknown"},
 			outputFlag(),
 		}, sshFlags()...),
-		Action: func(c *cli.Context) error {
-			if err := checkUsage(c); err != nil {
-				return err
-			}
-			d, err := openDeployment(c)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
+		Action: onDeployment(func(c *cli.Context, d *deployment) error {
 			var obs *playbook.Observed
 			if !c.Bool("offline") {
 				conn, _, observed, err := d.observe(c)
@@ -58,6 +50,6 @@ EXAMPLE:
 				fmt.Fprintf(s.out, "\nWarning: a run would be refused: %v\n", capacity)
 			}
 			return nil
-		},
+		}),
 	}
 }

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/releases"
+)
+
+// approveCommand is `lieutenant approve RUN`, or with approve false
+// `lieutenant abort RUN`: a decision recorded in Git, which the waiting run
+// reads within seconds wherever it runs.
+func approveCommand(s streams, approve bool) *cli.Command {
+	name, decision, effect := "abort", releases.Aborted, "stops at the gate; the hosts done so far stay in service"
+	usage := "stop a run at its gate, from anywhere: the decision is recorded in Git"
+	if approve {
+		name, decision, effect = "approve", releases.Approved, "goes on with the next batch"
+		usage = "let a run waiting at its gate go on, from anywhere: the decision is recorded in Git"
+	}
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "RUN",
+		Description: fmt.Sprintf(`Writes approvals/ENV/RUN.yaml on the history branch, naming who decided and from where.
+The run %s. The first decision on a gate stands.
+
+EXAMPLE:
+   lieutenant %s -m "dashboards look fine" 2026-11-28T10-00-00Z-3f2a`, effect, name),
+		Flags: []cli.Flag{&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "why, for the record"}},
+		Action: func(c *cli.Context) error {
+			src, hist, rec, err := openRun(c)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			id := rec.ID
+			if rec.Outcome != playbook.OutcomeRunning {
+				return fmt.Errorf("run %s is not running: it ended %s", id, rec.Outcome)
+			}
+			gate := 0
+			switch {
+			case rec.Waiting != nil:
+				gate = rec.Waiting.Gate
+			case approve:
+				return fmt.Errorf("run %s is not waiting at a gate yet; approve it once `lieutenant show %s` says it waits", id, id)
+			default:
+				// Abort ahead: the run stops at its next gate.
+				gate = nextGate(rec)
+				if gate == 0 {
+					return fmt.Errorf("run %s has no gate left to stop at", id)
+				}
+			}
+			op := src.repo.Operator()
+			d := releases.Decision{Environment: rec.Environment, Run: id, Gate: gate, Decision: decision,
+				By: fmt.Sprintf("%s <%s>", op.Name, op.Email), From: op.User + "@" + op.Host,
+				At: time.Now().UTC().Truncate(time.Second), Message: c.String("message")}
+			if err := hist.Decide(c.Context, d); err != nil {
+				return err
+			}
+			fmt.Fprintf(s.out, "Run %s: %s at the gate after batch %d by %s; the run %s.\n", id, decision, gate, d.By, effect)
+			return nil
+		},
+	}
+}
+
+// nextGate is the gate a running run reaches next: after the first batch
+// whose gate has not been passed, not counting the last batch.
+func nextGate(rec *playbook.Record) int {
+	for i, b := range rec.Batches[:max(len(rec.Batches)-1, 0)] {
+		if b.Gate == nil || b.Gate.Status != playbook.StepOK {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func lockCommand(s streams) *cli.Command {
+	return &cli.Command{
+		Name:  "lock",
+		Usage: "show or break the per-environment locks held in Git",
+		Subcommands: withUsageErrors(
+			&cli.Command{
+				Name:  "status",
+				Usage: "who holds each environment's lock, since when, for which release",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "env", Aliases: []string{"e"}, Usage: "only this environment"}, outputFlag()},
+				Action: func(c *cli.Context) error {
+					if err := checkUsage(c); err != nil {
+						return err
+					}
+					src, snap, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					defer src.Close()
+					cfg, err := playbook.LoadConfig(snap)
+					if err != nil {
+						return err
+					}
+					hist, err := src.history(c.Context, cfg.HistoryBranch)
+					if err != nil {
+						return err
+					}
+					envs := cfg.Order
+					if e := c.String("env"); e != "" {
+						if _, ok := cfg.Environments[e]; !ok {
+							return &playbook.UnknownEnvironmentError{Name: e, Known: cfg.Order}
+						}
+						envs = []string{e}
+					}
+					var locks []releases.Lock
+					var rows [][]string
+					for _, env := range envs {
+						l, err := hist.ReadLock(c.Context, env)
+						if err != nil {
+							return err
+						}
+						if l == nil {
+							rows = append(rows, []string{env, "free", "", "", "", "", ""})
+							continue
+						}
+						locks = append(locks, *l)
+						holder := l.From + " pid " + fmt.Sprint(l.PID)
+						if (&releases.LockedError{Lock: *l}).HolderGone() {
+							holder += " (gone: lieutenant resume " + l.Run + ")"
+						}
+						rows = append(rows, []string{env, "locked", l.Run, l.Kind + " of " + l.Release, l.HeldBy, holder, l.Since.Local().Format(time.RFC3339)})
+					}
+					if c.String("output") == "json" {
+						return writeJSON(s.out, append([]releases.Lock{}, locks...))
+					}
+					writeTable(s.out, []string{"environment", "lock", "run", "doing", "held by", "from", "since"}, rows)
+					return nil
+				},
+			},
+			&cli.Command{
+				Name:  "release",
+				Usage: "break an environment's lock (--force); the commit records who did",
+				Description: `For a lock whose run cannot be resumed. A run that died can usually be finished
+instead, under its own lock: lieutenant resume RUN.`,
+				Flags: []cli.Flag{envFlag(), &cli.BoolFlag{Name: "force", Usage: "required: break the lock whoever holds it"},
+					&cli.StringFlag{Name: "message", Aliases: []string{"m"}, Usage: "why, for the commit"}},
+				Action: func(c *cli.Context) error {
+					if err := checkUsage(c); err != nil {
+						return err
+					}
+					if !c.Bool("force") {
+						return usagef("lock release breaks another run's lock: pass --force to mean it (or finish that run with lieutenant resume RUN)")
+					}
+					src, snap, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					defer src.Close()
+					cfg, err := playbook.LoadConfig(snap)
+					if err != nil {
+						return err
+					}
+					env := c.String("env")
+					if _, ok := cfg.Environments[env]; !ok {
+						return &playbook.UnknownEnvironmentError{Name: env, Known: cfg.Order}
+					}
+					hist, err := src.history(c.Context, cfg.HistoryBranch)
+					if err != nil {
+						return err
+					}
+					op := src.repo.Operator()
+					by := fmt.Sprintf("%s <%s> from %s@%s", op.Name, op.Email, op.User, op.Host)
+					broken, err := hist.BreakLock(c.Context, env, by, c.String("message"))
+					if err != nil {
+						return err
+					}
+					if broken == nil {
+						fmt.Fprintf(s.out, "%s was not locked.\n", env)
+						return nil
+					}
+					fmt.Fprintf(s.out, "Released the lock of %s held by run %s (%s, %s) by force, as %s.\n", env, broken.Run, broken.HeldBy, broken.From, by)
+					if gone := (&releases.LockedError{Lock: *broken}).HolderGone(); !gone {
+						fmt.Fprintf(s.err, "lieutenant: if run %s is still going, it keeps changing hosts; stop it first\n", broken.Run)
+					}
+					return nil
+				},
+			},
+		),
+	}
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/testenv"
+)
+
+// TestMain lets a test start lieutenant as a process of its own (to kill
+// it): the test binary re-executed with LIEUTENANT_TEST_AS_CLI set is the
+// lieutenant command.
+func TestMain(m *testing.M) {
+	if os.Getenv("LIEUTENANT_TEST_AS_CLI") == "1" {
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// remoteScene is sshScene with the deploy repository behind a Git remote:
+// lieutenant works from the remote's URL, as CI does, and the test pushes
+// manifest changes to it the way a merge does.
+type remoteScene struct {
+	*sshScene
+	bare string // the remote, a bare repository
+	url  string // how lieutenant reaches it
+	work string // a clone the test commits and pushes from
+	args []string
+}
+
+func newRemoteScene(t *testing.T, playbook string) *remoteScene {
+	s := &remoteScene{sshScene: newSSHScene(t)}
+	if playbook != "" {
+		testenv.GitCommit(t, s.repo, map[string]string{"playbooks/web.yaml": playbook}, "playbook")
+	}
+	s.bare = filepath.Join(t.TempDir(), "deploy.git")
+	testenv.Git(t, "", "clone", "-q", "--bare", s.repo, s.bare)
+	s.url = "file://" + s.bare
+	s.work = filepath.Join(t.TempDir(), "work")
+	testenv.Git(t, "", "clone", "-q", s.bare, s.work)
+	testenv.Git(t, s.work, "config", "user.name", "Release Manager")
+	testenv.Git(t, s.work, "config", "user.email", "rm@example.com")
+	return s
+}
+
+// lieutenant runs the command against the remote.
+func (s *remoteScene) lieutenant(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return lieutenant(t, s.url, append(append([]string{}, s.args...), args...)...)
+}
+
+// merge commits files on the remote's main branch, as a merged pull
+// request does.
+func (s *remoteScene) merge(t *testing.T, files map[string]string, msg string) {
+	t.Helper()
+	testenv.Git(t, s.work, "pull", "-q", "--ff-only")
+	testenv.GitCommit(t, s.work, files, msg)
+	testenv.Git(t, s.work, "push", "-q", "origin", "HEAD")
+}
+
+func (s *remoteScene) historyTip(t *testing.T) string {
+	return testenv.Git(t, s.bare, "rev-parse", "lieutenant/runs")
+}
+
+// record reads run id's record from the remote with the git CLI.
+func (s *remoteScene) record(t *testing.T, id string) string {
+	t.Helper()
+	return testenv.Git(t, s.bare, "show", "lieutenant/runs:runs/production/"+id+".yaml")
+}
+
+var runIDRe = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ-[0-9a-f]{4}`)
+
+// TestGitOpsOverSSHRemote is the CI story over a Git remote reached over
+// real OpenSSH (host key checked): a merged manifest change reaches the
+// fleet by sync alone, a second sync does nothing, the outcome is in
+// `git log` of the history branch, and a rollback is one command and one
+// commit.
+func TestGitOpsOverSSHRemote(t *testing.T) {
+	s := newRemoteScene(t, "")
+	sshd := testenv.StartSSHD(t)
+	s.url = fmt.Sprintf("ssh://%s@%s%s", sshd.User, sshd.Addr, s.bare)
+	s.args = []string{"--git-known-hosts", sshd.KnownHostsFile, "--git-identity", sshd.IdentityFile}
+
+	load := testenv.StartLoad(t, s.ha.FrontendURL+"/", 200)
+	stdout, stderr, code := s.lieutenant(t, "sync", "--env", "production")
+	if code != exitOK {
+		t.Fatalf("sync: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+		t.Errorf("after sync: %s, want %s", got, want)
+	}
+	first := runIDRe.FindString(stdout)
+	if first == "" {
+		t.Fatalf("no run id in the output:\n%s", stdout)
+	}
+	if rec := s.record(t, first); !strings.Contains(rec, "kind: sync") || !strings.Contains(rec, "outcome: succeeded") {
+		t.Errorf("record on the remote:\n%s", rec)
+	}
+	log := testenv.Git(t, s.bare, "log", "--format=%s", "lieutenant/runs")
+	for _, want := range []string{"production 2026.11.3: succeeded, 4/4 hosts done", "production: locked by run " + first, "production: unlocked by run " + first + " (succeeded)"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("git log lieutenant/runs lacks %q:\n%s", want, log)
+		}
+	}
+	if files := testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"); strings.Contains(files, "locks/") {
+		t.Errorf("the lock was left on the remote:\n%s", files)
+	}
+
+	// The second sync finds nothing to do and writes nothing.
+	tip := s.historyTip(t)
+	stdout, stderr, code = s.lieutenant(t, "sync", "--env", "production")
+	if code != exitOK || !strings.Contains(stdout, "in sync at 2026.11.3 (") {
+		t.Errorf("second sync: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if s.historyTip(t) != tip {
+		t.Errorf("a sync with nothing to do wrote history")
+	}
+
+	// A merged manifest change reaches the fleet by sync alone.
+	// (The fleet's 1.2.0 is broken, so the next release goes back to 1.0.0.)
+	s.merge(t, map[string]string{"releases/production.yaml": "release: 2026.11.4\npackages: [" + web100 + "]\n"}, "release 2026.11.4")
+	stdout, stderr, code = s.lieutenant(t, "sync", "--env", "production")
+	if code != exitOK {
+		t.Fatalf("sync of the merge: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if got, want := s.versions(t), "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1"; got != want {
+		t.Errorf("after the merge's sync: %s, want %s", got, want)
+	}
+
+	// Rollback: one command, one commit on main, a run of kind rollback.
+	mainBefore := testenv.Git(t, s.bare, "rev-parse", "main")
+	stdout, stderr, code = s.lieutenant(t, "rollback", "--env", "production")
+	if code != exitOK {
+		t.Fatalf("rollback: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+		t.Errorf("after rollback: %s, want %s", got, want)
+	}
+	if n := testenv.Git(t, s.bare, "rev-list", "--count", mainBefore+"..main"); n != "1" {
+		t.Errorf("rollback made %s commits on main, want 1", n)
+	}
+	msg := testenv.Git(t, s.bare, "log", "-1", "--format=%B", "main")
+	if !strings.Contains(msg, "Roll production back to 2026.11.3") || !strings.Contains(msg, "[skip ci]") {
+		t.Errorf("rollback commit message:\n%s", msg)
+	}
+	if m := testenv.Git(t, s.bare, "show", "main:releases/production.yaml"); !strings.Contains(m, web110) {
+		t.Errorf("manifest on main after rollback:\n%s", m)
+	}
+	rollbackID := runIDRe.FindString(stdout)
+	if rec := s.record(t, rollbackID); !strings.Contains(rec, "kind: rollback") || !strings.Contains(rec, "outcome: succeeded") {
+		t.Errorf("rollback record:\n%s", rec)
+	}
+	// ... which a later sync does not undo.
+	stdout, _, code = s.lieutenant(t, "sync", "--env", "production")
+	if code != exitOK || !strings.Contains(stdout, "in sync at 2026.11.3") {
+		t.Errorf("sync after rollback: exit %d\n%s", code, stdout)
+	}
+	res := load.Stop()
+	if res.Failed != 0 {
+		t.Errorf("requests failed during sync, sync, rollback: %s", res)
+	}
+
+	// History and show read it back, for people and for scripts.
+	stdout, stderr, code = s.lieutenant(t, "history", "--env", "production")
+	if code != exitOK {
+		t.Fatalf("history: exit %d\n%s%s", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[1], rollbackID) || !strings.Contains(lines[1], "rollback") || !strings.Contains(lines[3], first) {
+		t.Errorf("history, newest first:\n%s", stdout)
+	}
+	stdout, _, _ = s.lieutenant(t, "history", "--env", "production", "-o", "json")
+	var runs []runSummary
+	if err := json.Unmarshal([]byte(stdout), &runs); err != nil || len(runs) != 3 || runs[0].Kind != "rollback" || runs[2].HostsOK != 4 {
+		t.Errorf("history json: %v\n%s", err, stdout)
+	}
+	stdout, _, code = s.lieutenant(t, "show", first)
+	if code != exitOK || !strings.Contains(stdout, "Run "+first+": sync of production to release 2026.11.3") || !strings.Contains(stdout, "web-4") {
+		t.Errorf("show: exit %d\n%s", code, stdout)
+	}
+	testenv.Git(t, s.bare, "fsck", "--strict")
+}
+
+// Two runs race for one environment: exactly one runs, the other fails
+// fast with the lock's holder, and no host is touched twice.
+func TestRunsRaceForTheLock(t *testing.T) {
+	s := newRemoteScene(t, `
+hosts: "web-*"
+steps:
+  - balancer.drain: {timeout: 10s}
+  - packages.install
+  - service.restart: hello-web
+  - balancer.enable: {timeout: 10s}
+gate:
+  soak: 2s
+`)
+	type result struct {
+		stdout, stderr string
+		code           int
+	}
+	results := make([]result, 2)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stdout, stderr, code := s.lieutenant(t, "run", "--env", "production")
+			results[i] = result{stdout, stderr, code}
+		}()
+	}
+	wg.Wait()
+	var won, locked int
+	for _, r := range results {
+		switch {
+		case r.code == exitOK:
+			won++
+		case r.code == exitLocked && strings.Contains(r.stderr, "production is locked by run "):
+			locked++
+		default:
+			t.Errorf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	}
+	if won != 1 || locked != 1 {
+		t.Fatalf("%d runs ran and %d were refused the lock, want 1 and 1", won, locked)
+	}
+	if n := strings.Count(testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"), "runs/production/"); n != 1 {
+		t.Errorf("%d run records, want 1", n)
+	}
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+		t.Errorf("versions: %s, want %s", got, want)
+	}
+}
+
+// waitForRecord polls the remote until some run's record matches.
+func (s *remoteScene) waitForRecord(t *testing.T, timeout time.Duration, match func(rec string) bool) (id, rec string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if out, err := testenv.GitCommand(s.bare, "ls-tree", "--name-only", "lieutenant/runs", "runs/production/").Output(); err == nil {
+			for _, p := range strings.Fields(string(out)) {
+				id := strings.TrimSuffix(filepath.Base(p), ".yaml")
+				if rec, err := testenv.GitCommand(s.bare, "show", "lieutenant/runs:"+p).Output(); err == nil && match(string(rec)) {
+					return id, string(rec)
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no run record matched within %s", timeout)
+	return "", ""
+}
+
+const approvalPlaybook = `
+hosts: "web-*"
+steps:
+  - balancer.drain: {timeout: 10s}
+  - packages.install
+  - service.restart: hello-web
+  - balancer.enable: {timeout: 10s}
+gate:
+  approval: prompt
+  approval_timeout: %s
+`
+
+// A run waiting at its gate in CI (no terminal) is approved or aborted
+// from elsewhere through Git and sees the decision within seconds; with no
+// decision, its deadline aborts it. Either way the first batch stays in
+// service and the lock is released.
+func TestApprovalThroughGit(t *testing.T) {
+	for _, tc := range []struct {
+		decide, timeout string
+		wantCode        int
+		wantHosts       string
+		wantRecord      string
+	}{
+		{"approve", "1m", exitOK, "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1", "approved_by: "},
+		{"abort", "1m", exitFailed, "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.0.0-1 web-4=1.0.0-1", "not approved by "},
+		{"", "2s", exitFailed, "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.0.0-1 web-4=1.0.0-1", "no decision within 2s"},
+	} {
+		t.Run(tc.decide+tc.timeout, func(t *testing.T) {
+			s := newRemoteScene(t, fmt.Sprintf(approvalPlaybook, tc.timeout))
+			done := make(chan struct{})
+			var stdout, stderr string
+			var code int
+			go func() {
+				defer close(done)
+				stdout, stderr, code = s.lieutenant(t, "run", "--env", "production")
+			}()
+			id, _ := s.waitForRecord(t, 30*time.Second, func(rec string) bool { return strings.Contains(rec, "waiting:") })
+			decided := time.Now()
+			if tc.decide != "" {
+				out, errOut, c := s.lieutenant(t, tc.decide, "-m", "checked the dashboards", id)
+				if c != exitOK || !strings.Contains(out, "Run "+id+": ") {
+					t.Errorf("%s: exit %d\n%s%s", tc.decide, c, out, errOut)
+				}
+			}
+			<-done
+			t.Logf("run ended %s after the decision", time.Since(decided).Round(time.Millisecond))
+			if code != tc.wantCode {
+				t.Fatalf("run: exit %d, want %d\n%s%s", code, tc.wantCode, stdout, stderr)
+			}
+			if !strings.Contains(stderr, "lieutenant approve "+id) {
+				t.Errorf("the waiting run does not say how to decide:\n%s", stderr)
+			}
+			if got := s.versions(t); got != tc.wantHosts {
+				t.Errorf("versions: %s, want %s", got, tc.wantHosts)
+			}
+			if got, want := s.ha.Statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+				t.Errorf("balancer: %s, want %s", got, want)
+			}
+			rec := s.record(t, id)
+			if !strings.Contains(rec, tc.wantRecord) || strings.Contains(rec, "waiting:") {
+				t.Errorf("record lacks %q or still waits:\n%s", tc.wantRecord, rec)
+			}
+			if tc.decide != "" {
+				who := testenv.Git(t, s.bare, "show", "lieutenant/runs:approvals/production/"+id+".yaml")
+				if !strings.Contains(who, "by: ") || !strings.Contains(who, "message: checked the dashboards") {
+					t.Errorf("decision file:\n%s", who)
+				}
+			}
+			if files := testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"); strings.Contains(files, "locks/") {
+				t.Errorf("the lock was left behind:\n%s", files)
+			}
+		})
+	}
+}

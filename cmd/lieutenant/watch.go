@@ -1,0 +1,148 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lieutenant-deploy/lieutenant/playbook"
+)
+
+func watchCommand(s streams) *cli.Command {
+	return &cli.Command{
+		Name:  "watch",
+		Usage: "keep environments in sync: sync on a poll interval and on verified push webhooks",
+		Description: `A long-running reconciler: runs lieutenant sync for each environment at start, every
+--interval, and when a push webhook arrives (a burst of them leads to one sync). With
+--listen it serves POST /webhook for GitHub (X-Hub-Signature-256, HMAC-SHA256 with
+LIEUTENANT_WEBHOOK_SECRET) and GitLab (X-Gitlab-Token equal to LIEUTENANT_GITLAB_TOKEN);
+a request with a missing or bad signature gets 401 and triggers nothing. Pushes of the
+history branch (lieutenant's own records) are ignored. A failed sync is logged and
+tried again at the next trigger. SIGINT or SIGTERM stops it after the current sync.
+
+EXAMPLE:
+   LIEUTENANT_WEBHOOK_SECRET=... lieutenant --repo git@github.com:acme/deploy.git watch --listen :8080`,
+		Flags: append([]cli.Flag{
+			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "environment to keep in sync (repeatable; default: all in lieutenant.yaml)"},
+			&cli.DurationFlag{Name: "interval", Value: 5 * time.Minute, Usage: "sync this often even without a webhook"},
+			&cli.StringFlag{Name: "listen", Usage: "address for the webhook endpoint, e.g. :8080 (default: poll only)"},
+			&cli.BoolFlag{Name: "heal", Usage: "also redeploy to hosts that drifted from the manifest"},
+			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "approve every gate ahead"},
+			&cli.DurationFlag{Name: "lock-wait", Usage: "wait this long for another run's lock"},
+		}, sshFlags()...),
+		Action: func(c *cli.Context) error {
+			if err := checkUsage(c); err != nil {
+				return err
+			}
+			if c.Duration("interval") <= 0 {
+				return usagef("--interval must be longer than 0")
+			}
+			return watch(c, s)
+		},
+	}
+}
+
+func watch(c *cli.Context, s streams) error {
+	ctx := c.Context
+	var logMu sync.Mutex
+	logf := func(format string, args ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		fmt.Fprintf(s.err, "%s %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, args...))
+	}
+	trigger := newCoalescer()
+	// History branches seen in lieutenant.yaml: pushes to them are
+	// lieutenant's own records and must not start a sync.
+	var historyRefs sync.Map
+	if addr := c.String("listen"); addr != "" {
+		cfg := webhookConfig{GitHubSecret: []byte(os.Getenv("LIEUTENANT_WEBHOOK_SECRET")), GitLabToken: []byte(os.Getenv("LIEUTENANT_GITLAB_TOKEN"))}
+		if len(cfg.GitHubSecret) == 0 && len(cfg.GitLabToken) == 0 {
+			return usagef("watch --listen needs LIEUTENANT_WEBHOOK_SECRET (GitHub) or LIEUTENANT_GITLAB_TOKEN (GitLab) in the environment; an endpoint anyone can trigger is refused")
+		}
+		notify := func(ref string) {
+			if _, own := historyRefs.Load(ref); own {
+				return
+			}
+			trigger.Notify()
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/webhook", newWebhookHandler(cfg, notify, logf))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("watch: listen on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		logf("watch: webhook endpoint on http://%s/webhook", ln.Addr())
+	}
+	ticker := time.NewTicker(c.Duration("interval"))
+	defer ticker.Stop()
+	for {
+		for _, env := range watchEnvironments(c, logf) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			err := syncEnvironment(c, s, env, &historyRefs)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				logf("watch: sync %s: interrupted", env)
+				return nil
+			default:
+				logf("watch: sync %s: %v", env, firstLine(describeError(err)))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			logf("watch: stopped")
+			return nil
+		case <-ticker.C:
+		case <-trigger.C():
+			logf("watch: push received")
+		}
+	}
+}
+
+// watchEnvironments are --env, or every environment of lieutenant.yaml at
+// the tip of the manifest branch.
+func watchEnvironments(c *cli.Context, logf func(string, ...any)) []string {
+	if envs := c.StringSlice("env"); len(envs) > 0 {
+		return envs
+	}
+	src, snap, err := openRepo(c)
+	if err != nil {
+		logf("watch: %v", err)
+		return nil
+	}
+	defer src.Close()
+	cfg, err := playbook.LoadConfig(snap)
+	if err != nil {
+		logf("watch: %s at %s: %v", playbook.ConfigFile, snap.ShortHash, strings.ReplaceAll(err.Error(), "\n", "; "))
+		return nil
+	}
+	return cfg.Order
+}
+
+func syncEnvironment(c *cli.Context, s streams, env string, historyRefs *sync.Map) error {
+	d, err := openEnvironment(c, env)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	historyRefs.Store("refs/heads/"+d.dep.HistoryBranch, true)
+	err = d.sync(c, s)
+	var runErr *playbook.RunError
+	if errors.As(err, &runErr) {
+		// The summary says host by host what happened.
+		return fmt.Errorf("run %s", runErr.Outcome)
+	}
+	return err
+}

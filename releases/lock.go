@@ -1,0 +1,223 @@
+package releases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Lock is the file that gives one run an environment: locks/<env>.yaml on
+// the history branch. Taking it is a compare-and-swap write of the branch,
+// so with a remote two machines cannot both hold it. Field names are the
+// file format.
+type Lock struct {
+	Environment string    `yaml:"environment" json:"environment"`
+	Run         string    `yaml:"run" json:"run"`
+	Kind        string    `yaml:"kind" json:"kind"`
+	HeldBy      string    `yaml:"held_by" json:"held_by"`
+	From        string    `yaml:"from" json:"from"`
+	PID         int       `yaml:"pid" json:"pid"`
+	Since       time.Time `yaml:"since" json:"since"`
+	Release     string    `yaml:"release" json:"release"`
+	Commit      string    `yaml:"manifest_commit" json:"manifest_commit"`
+	Message     string    `yaml:"message,omitempty" json:"message,omitempty"`
+}
+
+// LockedError says that another run holds the environment.
+type LockedError struct {
+	Lock Lock
+}
+
+func (e *LockedError) Error() string {
+	l := e.Lock
+	msg := fmt.Sprintf("%s is locked by run %s (%s of release %s, %s from %s, pid %d) since %s",
+		l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From, l.PID, l.Since.UTC().Format(time.RFC3339))
+	if l.Message != "" {
+		msg += ": " + l.Message
+	}
+	if e.HolderGone() {
+		return msg + fmt.Sprintf("; that process is gone: finish the run with `lieutenant resume %s`", l.Run)
+	}
+	return msg + fmt.Sprintf("; wait with --lock-wait, or if its process died, finish it with `lieutenant resume %s`", l.Run)
+}
+
+// HolderGone reports whether the lock's process was on this machine and
+// no longer exists. Elsewhere it cannot be told, and the answer is false.
+func (e *LockedError) HolderGone() bool {
+	return e.Lock.OnThisMachine() && !e.Lock.Alive()
+}
+
+// OnThisMachine reports whether the lock was taken on this machine.
+func (l Lock) OnThisMachine() bool {
+	_, host, ok := strings.Cut(l.From, "@")
+	return ok && host == hostName() && l.PID > 0
+}
+
+// Alive reports whether the lock's process exists on this machine; only
+// meaningful when OnThisMachine.
+func (l Lock) Alive() bool {
+	p, err := os.FindProcess(l.PID)
+	if err != nil {
+		return false
+	}
+	// Signal 0 checks existence; EPERM means it exists as another user.
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, os.ErrPermission)
+}
+
+// MalformedError is a file on the history branch that lieutenant cannot
+// read, such as a lock or record edited by hand.
+type MalformedError struct {
+	Branch, Path string
+	Err          error
+	Fix          string
+}
+
+func (e *MalformedError) Error() string {
+	msg := fmt.Sprintf("%s:%s is malformed: %v", e.Branch, e.Path, e.Err)
+	if e.Fix != "" {
+		msg += "; " + e.Fix
+	}
+	return msg
+}
+
+func (e *MalformedError) Unwrap() error { return e.Err }
+
+// LockPath is where environment env's lock lives: locks/<env>.yaml.
+func LockPath(env string) (string, error) {
+	if err := checkRecordElem(env); err != nil {
+		return "", fmt.Errorf("lock path: environment %w", err)
+	}
+	return path.Join("locks", env+".yaml"), nil
+}
+
+func (h *History) parseLock(p, env string, data []byte) (*Lock, error) {
+	var l Lock
+	err := yaml.Unmarshal(data, &l)
+	if err == nil && (l.Run == "" || l.Environment != env) {
+		err = fmt.Errorf("want a lock of environment %s with a run id", env)
+	}
+	if err != nil {
+		return nil, &MalformedError{Branch: h.branch, Path: p, Err: err,
+			Fix: fmt.Sprintf("fix it, or remove it with `lieutenant lock release --env %s --force`", env)}
+	}
+	return &l, nil
+}
+
+// ReadLock returns env's lock on the branch tip, nil when it is free.
+func (h *History) ReadLock(ctx context.Context, env string) (*Lock, error) {
+	p, err := LockPath(env)
+	if err != nil {
+		return nil, err
+	}
+	data, err := h.Get(ctx, p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return h.parseLock(p, env, data)
+}
+
+// TryLock takes l.Environment for run l.Run, or fails with a *LockedError
+// naming the holder. Taking a lock the run already holds succeeds and
+// changes nothing, which is what resume does.
+func (h *History) TryLock(ctx context.Context, l Lock) error {
+	p, err := LockPath(l.Environment)
+	if err != nil {
+		return err
+	}
+	data, err := yaml.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("encode lock: %w", err)
+	}
+	msg := fmt.Sprintf("%s: locked by run %s (%s of %s)\n\n%s from %s.\n", l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From)
+	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
+		if cur == nil {
+			return data, nil
+		}
+		held, err := h.parseLock(p, l.Environment, cur)
+		if err != nil {
+			return nil, err
+		}
+		if held.Run != l.Run {
+			return nil, &LockedError{Lock: *held}
+		}
+		return cur, nil
+	}, msg)
+	return err
+}
+
+// Lock takes the lock like TryLock, waiting up to wait for a holder to
+// release it, and reading the branch again every poll.
+func (h *History) Lock(ctx context.Context, l Lock, wait, poll time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := h.TryLock(ctx, l)
+		var locked *LockedError
+		if !errors.As(err, &locked) || !time.Now().Add(poll).Before(deadline) {
+			return err
+		}
+		if err := sleep(ctx, poll); err != nil {
+			return err
+		}
+		if err := h.Refresh(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// Unlock releases env's lock if run holds it; a lock someone else holds
+// (after a forced release, say) is left alone.
+func (h *History) Unlock(ctx context.Context, env, run, outcome string) error {
+	p, err := LockPath(env)
+	if err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("%s: unlocked by run %s (%s)\n", env, run, outcome)
+	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		held, err := h.parseLock(p, env, cur)
+		if err == nil && held.Run != run {
+			return cur, nil
+		}
+		return nil, err
+	}, msg)
+	return err
+}
+
+// BreakLock removes env's lock whoever holds it, readable or not, and
+// records in the commit who broke it. It returns the lock it removed (nil
+// when it was free or unreadable).
+func (h *History) BreakLock(ctx context.Context, env, by, reason string) (*Lock, error) {
+	p, err := LockPath(env)
+	if err != nil {
+		return nil, err
+	}
+	var broken *Lock
+	msg := fmt.Sprintf("%s: lock released by force by %s\n", env, by)
+	if held, err := h.ReadLock(ctx, env); err == nil && held != nil {
+		msg += fmt.Sprintf("\nIt was held by run %s (%s, %s from %s) since %s.\n", held.Run, held.Kind, held.HeldBy, held.From, held.Since.UTC().Format(time.RFC3339))
+	}
+	if reason != "" {
+		msg += "\n" + reason + "\n"
+	}
+	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
+		broken = nil
+		if cur != nil {
+			broken, _ = h.parseLock(p, env, cur)
+		}
+		return nil, nil
+	}, msg)
+	return broken, err
+}

@@ -1,0 +1,230 @@
+package releases_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/releases"
+	"github.com/lieutenant-deploy/lieutenant/testenv"
+)
+
+// cloneOf opens an empty cache repository whose remote is the bare
+// repository at url, the way `lieutenant --repo URL` works.
+func cloneOf(t *testing.T, url string) *releases.Repo {
+	t.Helper()
+	r, err := releases.InitCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if err := r.UseRemote(releases.Remote{Name: "origin", URL: url}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func remoteHistory(t *testing.T, r *releases.Repo) *releases.History {
+	t.Helper()
+	h, err := r.History(releases.DefaultHistoryBranch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestRemoteFetchReadsTheRemoteBranch(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"releases/production.yaml": "release: one\n"})
+	r := cloneOf(t, bare)
+	ctx := context.Background()
+	branch, err := r.DefaultBranch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Fetch(ctx, branch); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := r.Snapshot(ctx, r.Tracking(branch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimSpace(testenv.Git(t, bare, "rev-parse", branch)); snap.Hash != want {
+		t.Errorf("snapshot at %s, want the remote's %s", snap.Hash, want)
+	}
+	data, err := snap.ReadFile("releases/production.yaml")
+	if err != nil || string(data) != "release: one\n" {
+		t.Errorf("read %q, %v", data, err)
+	}
+}
+
+// Writers on two machines (two caches of one remote) race; the remote's
+// receive-pack refuses every push built on a stale tip, and each writer
+// rebuilds on the new one, so every file arrives and history stays linear.
+func TestRemotePutsFromTwoClonesAllArrive(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	const perWriter = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*perWriter)
+	for w := range 2 {
+		h := remoteHistory(t, cloneOf(t, bare))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				p := fmt.Sprintf("runs/production/w%d-%d.yaml", w, i)
+				if _, err := h.Put(context.Background(), p, []byte(p+"\n"), "write "+p); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	files := strings.Fields(testenv.Git(t, bare, "ls-tree", "-r", "--name-only", releases.DefaultHistoryBranch))
+	if len(files) != 2*perWriter {
+		t.Errorf("remote branch holds %d files, want %d: %v", len(files), 2*perWriter, files)
+	}
+	if merges := testenv.Git(t, bare, "rev-list", "--merges", releases.DefaultHistoryBranch); merges != "" {
+		t.Errorf("history has merges: %s", merges)
+	}
+	if n := len(strings.Fields(testenv.Git(t, bare, "rev-list", releases.DefaultHistoryBranch))); n != 2*perWriter {
+		t.Errorf("remote branch has %d commits, want %d", n, 2*perWriter)
+	}
+	testenv.Git(t, bare, "fsck", "--strict")
+}
+
+func testLock(env, run string) releases.Lock {
+	return releases.Lock{Environment: env, Run: run, Kind: "run", HeldBy: "Ann <ann@example.com>", From: "ann@laptop",
+		PID: 1, Since: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), Release: "2026.11.1", Commit: "abc"}
+}
+
+// Two machines race for one environment: exactly one gets the lock, the
+// other is told who holds it.
+func TestRemoteLockRace(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	ctx := context.Background()
+	const racers = 4
+	results := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		h := remoteHistory(t, cloneOf(t, bare))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = h.TryLock(ctx, testLock("production", fmt.Sprintf("run-%d", i)))
+		}()
+	}
+	wg.Wait()
+	winners := 0
+	for i, err := range results {
+		var locked *releases.LockedError
+		switch {
+		case err == nil:
+			winners++
+		case errors.As(err, &locked):
+			if !strings.Contains(err.Error(), "production is locked by run run-") {
+				t.Errorf("racer %d: %v", i, err)
+			}
+		default:
+			t.Errorf("racer %d: %v", i, err)
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d racers got the lock, want exactly 1: %v", winners, results)
+	}
+	lockFile := testenv.Git(t, bare, "show", releases.DefaultHistoryBranch+":locks/production.yaml")
+	if !strings.Contains(lockFile, "run: run-") {
+		t.Errorf("lock file on the remote:\n%s", lockFile)
+	}
+}
+
+func TestRemoteLockReleaseAndBreak(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	ctx := context.Background()
+	a := remoteHistory(t, cloneOf(t, bare))
+	b := remoteHistory(t, cloneOf(t, bare))
+	if err := a.TryLock(ctx, testLock("production", "run-a")); err != nil {
+		t.Fatal(err)
+	}
+	// Taking it again for the same run (a resume) is fine.
+	if err := a.TryLock(ctx, testLock("production", "run-a")); err != nil {
+		t.Fatalf("re-taking one's own lock: %v", err)
+	}
+	// Another run's unlock leaves it alone.
+	if err := b.Unlock(ctx, "production", "run-b", "succeeded"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := b.ReadLock(ctx, "production"); err != nil || l == nil || l.Run != "run-a" {
+		t.Fatalf("lock after a stranger's unlock: %+v, %v", l, err)
+	}
+	broken, err := b.BreakLock(ctx, "production", "Bob <bob@example.com>", "")
+	if err != nil || broken == nil || broken.Run != "run-a" {
+		t.Fatalf("break: %+v, %v", broken, err)
+	}
+	msg := testenv.Git(t, bare, "log", "-1", "--format=%an%n%B", releases.DefaultHistoryBranch)
+	if !strings.Contains(msg, "released by force by Bob") || !strings.Contains(msg, "held by run run-a") {
+		t.Errorf("break commit:\n%s", msg)
+	}
+	if err := b.TryLock(ctx, testLock("production", "run-b")); err != nil {
+		t.Fatalf("lock after break: %v", err)
+	}
+	// run-a ends late and must not remove run-b's lock.
+	if err := a.Unlock(ctx, "production", "run-a", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := b.ReadLock(ctx, "production"); l == nil || l.Run != "run-b" {
+		t.Errorf("lock after a late unlock: %+v", l)
+	}
+	if err := b.Unlock(ctx, "production", "run-b", "succeeded"); err != nil {
+		t.Fatal(err)
+	}
+	if out := testenv.Git(t, bare, "ls-tree", "-r", "--name-only", releases.DefaultHistoryBranch); strings.Contains(out, "locks/") {
+		t.Errorf("lock file left after unlock: %s", out)
+	}
+	testenv.Git(t, bare, "fsck", "--strict")
+}
+
+func TestMalformedLockIsNamed(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	ctx := context.Background()
+	h := remoteHistory(t, cloneOf(t, bare))
+	if _, err := h.Put(ctx, "locks/production.yaml", []byte("run: [oops\n"), "hand edit"); err != nil {
+		t.Fatal(err)
+	}
+	err := h.TryLock(ctx, testLock("production", "run-a"))
+	var bad *releases.MalformedError
+	if !errors.As(err, &bad) || !strings.Contains(err.Error(), "lieutenant/runs:locks/production.yaml is malformed") ||
+		!strings.Contains(err.Error(), "lock release --env production --force") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRemoteUnreachableIsNamed(t *testing.T) {
+	r := cloneOf(t, t.TempDir()+"/missing.git/..")
+	h, err := r.History(releases.DefaultHistoryBranch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.Refresh(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "lieutenant/runs") {
+		t.Fatalf("err = %v", err)
+	}
+}
