@@ -165,6 +165,7 @@ func (s *scene) versions() string {
 type memRecorder struct {
 	mu        sync.Mutex
 	saves     []playbook.Record
+	files     [][]byte // each save as the file Git would hold
 	fail      error
 	failAfter int // saves that succeed before fail applies
 }
@@ -178,7 +179,9 @@ func (m *memRecorder) Save(_ context.Context, rec *playbook.Record) error {
 	cp := *rec
 	cp.Hosts = slices.Clone(rec.Hosts)
 	m.saves = append(m.saves, cp)
-	return nil
+	data, err := rec.Marshal()
+	m.files = append(m.files, data)
+	return err
 }
 
 func TestRunHalvesSucceeds(t *testing.T) {

@@ -41,7 +41,7 @@ func nextSteps(rec *Record) []string {
 		out = append(out, fmt.Sprintf("Not touched, still on the previous release: %s.", strings.Join(untouched, ", ")))
 	}
 	out = append(out, fmt.Sprintf("To continue once the cause is fixed: lieutenant run --env %s (hosts at %s and in service are skipped; "+
-		"hosts left out of service are verified again and put back). To go back: revert the manifest change in Git, then run again.", rec.Environment, rec.Release))
+		"hosts left out of service are verified again and put back). To go back: lieutenant rollback --env %s (one manifest commit, then a run).", rec.Environment, rec.Release, rec.Environment))
 	return out
 }
 

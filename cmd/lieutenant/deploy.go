@@ -115,6 +115,15 @@ func (src *source) snapshot(c *cli.Context) (*releases.Snapshot, error) {
 	return src.repo.Snapshot(c.Context, rev)
 }
 
+// recordAt says how to read the file at path on branch with git: in this
+// repository, or in any clone of the remote.
+func (src *source) recordAt(branch, path string) string {
+	if u := src.repo.RemoteURL(); u != "" {
+		return fmt.Sprintf("git show %s/%s:%s (after git fetch, in a clone of %s)", src.repo.RemoteName(), branch, path, u)
+	}
+	return fmt.Sprintf("git show %s:%s", branch, path)
+}
+
 func (src *source) Close() error {
 	err := src.repo.Close()
 	src.cleanup()

@@ -23,6 +23,7 @@ type sshScene struct {
 	fleet  *testenv.SSHFleet
 	ha     *testenv.HAProxy
 	repo   string
+	port   int // hello-web's
 	logins int // SSH logins seen by checkConnections so far
 }
 
@@ -30,7 +31,7 @@ func newSSHScene(t *testing.T) *sshScene {
 	fleet := testenv.StartSSHFleet(t, 4, 31, web100, web100, web110, web120)
 	port, addrs := fleet.ServeHelloWeb(t, "1.2.0")
 	ha := testenv.StartHAProxy(t, addrs)
-	s := &sshScene{fleet: fleet, ha: ha}
+	s := &sshScene{fleet: fleet, ha: ha, port: port}
 	s.repo = testenv.NewGitRepo(t, map[string]string{
 		"lieutenant.yaml":           s.config(ha.APIAddr),
 		"releases/production.yaml":  "release: 2026.11.3\npackages: [" + web110 + "]\n",

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,5 +243,100 @@ func TestFleetReloadKeepsDrain(t *testing.T) {
 	}
 	if got, want := s.statuses(t), "web1=UP web2=MAINT web3=UP web4=UP"; got != want {
 		t.Errorf("after a reload: %s, want %s", got, want)
+	}
+}
+
+// TestFleetGitOpsOverSSH is the whole Git-driven story on real RPM hosts,
+// with the deploy repository on the fleet's Git server over SSH: a merged
+// manifest change is deployed by sync; the sync process is killed with
+// SIGKILL in the middle of its first batch; run refuses the dead run's lock
+// and says to resume; resume finishes it. No request fails through HAProxy
+// over the whole episode, and a second sync does nothing.
+func TestFleetGitOpsOverSSH(t *testing.T) {
+	s := newFleetScene(t, "1.0.0-1")
+	remote := []string{"--git-known-hosts", s.f.KnownHosts, "--git-identity", s.f.Identity}
+	push := func() {
+		cmd := testenv.GitCommand(s.repo, "push", "-q", s.f.GitURL, "HEAD:refs/heads/main")
+		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.f.GitSSHCommand())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git push to the fleet's Git server: %v\n%s", err, out)
+		}
+	}
+	push()
+	sync := func(args ...string) (string, string, int) {
+		return lieutenant(t, s.f.GitURL, append(append(append([]string{}, remote...), "sync", "--env", "production", "--yes"), args...)...)
+	}
+	if stdout, stderr, code := sync(); code != exitOK || !strings.Contains(stdout, "in sync at hello-1.0.0-1") {
+		t.Fatalf("first sync of a fleet at the manifest: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// The merge.
+	s.release(t, "1.1.0-1")
+	push()
+	load := testenv.StartLoad(t, s.f.FrontendURL+"/", fleetRate)
+	var out strings.Builder
+	first := exec.Command(os.Args[0], append(append([]string{"--repo", s.f.GitURL}, remote...), "sync", "--env", "production", "--yes")...)
+	first.Env = append(os.Environ(), "LIEUTENANT_TEST_AS_CLI=1")
+	first.Stdout, first.Stderr = &out, &out
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readRemote := func(args ...string) (string, error) {
+		cmd := testenv.GitCommand(s.repo, args...)
+		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.f.GitSSHCommand())
+		b, err := cmd.Output()
+		return string(b), err
+	}
+	var id string
+	for deadline := time.Now().Add(time.Minute); id == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := readRemote("fetch", "-q", s.f.GitURL, "+lieutenant/runs:refs/remotes/fleet/runs"); err != nil {
+			continue
+		}
+		files, _ := readRemote("ls-tree", "--name-only", "fleet/runs", "runs/production/")
+		for _, p := range strings.Fields(files) {
+			if rec, _ := readRemote("show", "fleet/runs:"+p); strings.Contains(rec, "step: balancer.drain") {
+				id = strings.TrimSuffix(p[strings.LastIndex(p, "/")+1:], ".yaml")
+			}
+		}
+	}
+	if id == "" {
+		first.Process.Kill()
+		first.Wait()
+		t.Fatalf("the sync's record never showed a drain:\n%s", out.String())
+	}
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	t.Logf("killed sync, run %s:\n%s\nHAProxy: %s", id, out.String(), s.statuses(t))
+
+	_, stderr, code := lieutenant(t, s.f.GitURL, append(remote, "run", "--env", "production", "--yes")...)
+	if code != exitLocked || !strings.Contains(stderr, "lieutenant resume "+id) {
+		t.Errorf("run on the dead run's lock: exit %d\n%s", code, stderr)
+	}
+	stdout, stderr, code := lieutenant(t, s.f.GitURL, append(remote, "resume", "--yes", id)...)
+	res := load.Stop()
+	t.Logf("resume (exit %d):\n%s%s\nload over kill and resume: %s", code, stderr, stdout, res)
+	if code != exitOK {
+		t.Fatalf("resume: exit %d", code)
+	}
+	checkFleetLoad(t, res)
+	if got, want := s.installed(t), "web-1=1.1.0-1.x86_64 web-2=1.1.0-1.x86_64 web-3=1.1.0-1.x86_64 web-4=1.1.0-1.x86_64"; got != want {
+		t.Errorf("rpm -q: %s, want %s", got, want)
+	}
+	if got, want := s.statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+		t.Errorf("HAProxy: %s, want %s", got, want)
+	}
+	if stdout, stderr, code := sync(); code != exitOK || !strings.Contains(stdout, "in sync at hello-1.1.0-1") {
+		t.Errorf("sync after the resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := readRemote("fetch", "-q", s.f.GitURL, "+lieutenant/runs:refs/remotes/fleet/runs"); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := readRemote("show", "fleet/runs:runs/production/"+id+".yaml")
+	for _, want := range []string{"kind: sync", "outcome: succeeded", "resumed:"} {
+		if !strings.Contains(rec, want) {
+			t.Errorf("record lacks %q:\n%s", want, rec)
+		}
 	}
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,9 +38,12 @@ type remoteScene struct {
 	args []string
 }
 
+// newRemoteScene starts the scene; playbook, when given, replaces the
+// standard one, with PORT standing for hello-web's port.
 func newRemoteScene(t *testing.T, playbook string) *remoteScene {
 	s := &remoteScene{sshScene: newSSHScene(t)}
 	if playbook != "" {
+		playbook = strings.ReplaceAll(playbook, "PORT", fmt.Sprint(s.port))
 		testenv.GitCommit(t, s.repo, map[string]string{"playbooks/web.yaml": playbook}, "playbook")
 	}
 	s.bare = filepath.Join(t.TempDir(), "deploy.git")
@@ -329,5 +335,81 @@ func TestApprovalThroughGit(t *testing.T) {
 				t.Errorf("the lock was left behind:\n%s", files)
 			}
 		})
+	}
+}
+
+// A run killed with SIGKILL in the middle of a batch leaves its lock and
+// its drained hosts; `lieutenant run` says to resume it, and `lieutenant
+// resume` finishes it: every host at the new version and in service, no
+// request failed through HAProxy over the whole episode, and the record
+// names both processes.
+func TestKilledRunIsResumed(t *testing.T) {
+	s := newRemoteScene(t, `
+hosts: "web-*"
+steps:
+  - balancer.drain: {timeout: 10s}
+  - packages.install
+  - sleep: 2s
+  - service.restart: hello-web
+  - http.check: {url: "http://{{ .Host.Address }}:PORT/health", retries: 20, interval: 100ms}
+  - balancer.enable: {timeout: 10s}
+`)
+	load := testenv.StartLoad(t, s.ha.FrontendURL+"/", 200)
+	var out bytes.Buffer
+	first := exec.Command(os.Args[0], "--repo", s.url, "run", "--env", "production", "--yes")
+	first.Env = append(os.Environ(), "LIEUTENANT_TEST_AS_CLI=1")
+	first.Stdout, first.Stderr = &out, &out
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The record is pushed before each irreversible step: once it shows a
+	// drain done, the first batch is out of the balancer and upgrading.
+	id, _ := s.waitForRecord(t, 30*time.Second, func(rec string) bool { return strings.Contains(rec, "step: balancer.drain") })
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	t.Logf("killed run %s:\n%s", id, out.String())
+	if got, want := s.ha.Statuses(t), "web1=MAINT web2=MAINT web3=UP web4=UP"; got != want {
+		t.Errorf("after the kill the balancer says %s, want %s", got, want)
+	}
+
+	// The lock is still the dead run's, and lieutenant says what to do.
+	_, stderr, code := s.lieutenant(t, "run", "--env", "production", "--yes")
+	if code != exitLocked || !strings.Contains(stderr, "that process is gone: finish the run with `lieutenant resume "+id+"`") {
+		t.Errorf("run on the dead run's lock: exit %d\n%s", code, stderr)
+	}
+	stdout, stderr, code := s.lieutenant(t, "resume", "--yes", id)
+	res := load.Stop()
+	if code != exitOK {
+		t.Fatalf("resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	t.Logf("resume:\n%s%s", stderr, stdout)
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+		t.Errorf("versions: %s, want %s", got, want)
+	}
+	if got, want := s.ha.Statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	t.Logf("load over the kill and the resume: %s", res)
+	if res.Failed != 0 || res.Rate() < 150 {
+		t.Errorf("want zero failed requests at >= 150/s over the whole episode: %s", res)
+	}
+	rec := s.record(t, id)
+	for _, want := range []string{"outcome: succeeded", "resumed:", "in_flight:", "- web-1"} {
+		if !strings.Contains(rec, want) {
+			t.Errorf("record lacks %q:\n%s", want, rec)
+		}
+	}
+	// web-3 and web-4 ran once, by the resume; web-1 twice.
+	if n := strings.Count(rec, "step: balancer.enable"); n != 4 {
+		t.Errorf("%d balancer.enable steps in the record, want 4 (one per host):\n%s", n, rec)
+	}
+	if files := testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"); strings.Contains(files, "locks/") {
+		t.Errorf("the lock was left behind:\n%s", files)
+	}
+	// Resuming a finished run is refused.
+	if _, stderr, code := s.lieutenant(t, "resume", id); code == exitOK || !strings.Contains(stderr, "nothing to resume") {
+		t.Errorf("second resume: exit %d\n%s", code, stderr)
 	}
 }

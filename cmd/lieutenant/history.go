@@ -181,7 +181,7 @@ EXAMPLE:
 			}
 			printRun(s.out, rec)
 			path, _ := releases.RecordPath(rec.Environment, rec.ID)
-			printResult(s.out, rec, src.repo.Tracking(hist.Branch()), path)
+			printResult(s.out, rec, src.recordAt(hist.Branch(), path))
 			return nil
 		},
 	}

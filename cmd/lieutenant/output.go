@@ -228,8 +228,9 @@ func firstLine(s string) string {
 	return line
 }
 
-// printResult is the summary after a run: host by host, then what to do.
-func printResult(w io.Writer, rec *playbook.Record, branch, path string) {
+// printResult is the summary after a run: host by host, then what to do,
+// then where the record is (recordAt's answer).
+func printResult(w io.Writer, rec *playbook.Record, where string) {
 	fmt.Fprintln(w)
 	var rows [][]string
 	for _, h := range rec.Hosts {
@@ -245,8 +246,8 @@ func printResult(w io.Writer, rec *playbook.Record, branch, path string) {
 	for _, n := range rec.Next {
 		fmt.Fprintf(w, "  - %s\n", n)
 	}
-	if path != "" {
-		fmt.Fprintf(w, "Record: git show %s:%s\n", branch, path)
+	if where != "" {
+		fmt.Fprintf(w, "Record: %s\n", where)
 	}
 }
 

@@ -199,11 +199,11 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 			return err
 		}
 	} else {
-		path := ""
+		where := ""
 		if recorder.Saved() {
-			path = recorder.Path()
+			where = d.recordAt(hist.Branch(), recorder.Path())
 		}
-		printResult(s.out, rec, d.repo.Tracking(hist.Branch()), path)
+		printResult(s.out, rec, where)
 	}
 	return runErr
 }

@@ -65,12 +65,17 @@ type Host struct {
 
 // Fleet is a running fleet.
 type Fleet struct {
-	Project     string
-	Dir         string
-	Hosts       []Host
-	User        string // the deploy user, with passwordless sudo
-	Identity    string // private key authorized for User on every host
-	KnownHosts  string // every host's real key
+	Project    string
+	Dir        string
+	Hosts      []Host
+	User       string // the deploy user, with passwordless sudo
+	Identity   string // private key authorized for User on every host
+	KnownHosts string // every host's real key, the Git server's too
+	// GitURL is the bare deploy repository on the fleet's Git server,
+	// ssh://deploy@ADDRESS/srv/git/deploy.git, empty at first. Identity
+	// logs in there too; GitSSHCommand is how the git CLI does.
+	GitURL      string
+	git         Host
 	LBAPI       string // HAProxy runtime API, 127.0.0.1:PORT
 	FrontendURL string // HAProxy frontend, http://127.0.0.1:PORT
 	StatsURL    string
@@ -161,10 +166,13 @@ func Up(ctx context.Context, o Options) (_ *Fleet, err error) {
 			_ = f.Down(context.WithoutCancel(ctx))
 		}
 	}()
-	if _, err := f.run(ctx, "up", "-d", "--scale", "app="+strconv.Itoa(o.Apps), "repo", "app"); err != nil {
+	if _, err := f.run(ctx, "up", "-d", "--scale", "app="+strconv.Itoa(o.Apps), "repo", "app", "git"); err != nil {
 		return nil, err
 	}
 	if err := f.findHosts(ctx, o.Apps); err != nil {
+		return nil, err
+	}
+	if err := f.findGit(ctx); err != nil {
 		return nil, err
 	}
 	if err := f.waitReady(ctx); err != nil {
@@ -319,11 +327,32 @@ func (f *Fleet) findHosts(ctx context.Context, n int) error {
 	return nil
 }
 
+// GitSSHCommand is a GIT_SSH_COMMAND for the fleet's Git server: its key,
+// its known_hosts, strict host key checking.
+func (f *Fleet) GitSSHCommand() string {
+	return fmt.Sprintf("ssh -i %s -o IdentitiesOnly=yes -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes", f.Identity, f.KnownHosts)
+}
+
+// findGit finds the Git server.
+func (f *Fleet) findGit(ctx context.Context) error {
+	infos, err := f.inspect(ctx, "git")
+	if err != nil {
+		return err
+	}
+	f.git = Host{Name: "git", Container: strings.TrimPrefix(infos[0].Name, "/")}
+	for _, nw := range infos[0].NetworkSettings.Networks {
+		f.git.Address = nw.IPAddress
+	}
+	f.GitURL = fmt.Sprintf("ssh://%s@%s/srv/git/deploy.git", f.User, f.git.Address)
+	return nil
+}
+
 // waitReady waits until every host has installed hello-web and sshd
-// listens; a host whose entrypoint failed is reported with its log.
+// listens, and the Git server answers; a host whose entrypoint failed is
+// reported with its log.
 func (f *Fleet) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(3 * time.Minute)
-	for _, h := range f.Hosts {
+	for _, h := range append(f.Hosts, f.git) {
 		for {
 			if err := exec.CommandContext(ctx, "docker", "exec", h.Container, "test", "-e", "/run/fleet-ready").Run(); err == nil && sshAnswers(h.Address) {
 				break
@@ -363,7 +392,7 @@ func sshAnswers(addr string) bool {
 // writeKnownHosts reads each host's real key over docker exec.
 func (f *Fleet) writeKnownHosts(ctx context.Context) error {
 	var b strings.Builder
-	for _, h := range f.Hosts {
+	for _, h := range append(f.Hosts, f.git) {
 		key, err := exec.CommandContext(ctx, "docker", "exec", h.Container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").Output()
 		if err != nil {
 			return fmt.Errorf("fleet %s: host key of %s: %w", f.Project, h.Name, err)

@@ -70,7 +70,7 @@ func demo(ctx context.Context, bin, dir string, apps int) error {
 		return err
 	}
 
-	step("Bringing the fleet up: %d app hosts (sshd, rpm, dnf, hello-web 1.0.0), HAProxy, a package repository", apps)
+	step("Bringing the fleet up: %d app hosts (sshd, rpm, dnf, hello-web 1.0.0), HAProxy, a package repository, a Git server", apps)
 	start := time.Now()
 	f, err := fleet.Up(ctx, fleet.Options{Project: project, Dir: dir, Apps: apps})
 	if err != nil {
@@ -82,7 +82,7 @@ func demo(ctx context.Context, bin, dir string, apps int) error {
 	}
 
 	repo := filepath.Join(f.Dir, "deploy")
-	step("A deploy repository at %s, its manifest at release 1.0.0: what the fleet runs", repo)
+	step("A deploy repository at %s, pushed to the fleet's Git server (%s); its manifest says hello-web 1.0.0, what the fleet runs", repo, f.GitURL)
 	files := map[string]string{
 		"lieutenant.yaml":     "environments:\n" + f.Environment("demo"),
 		"releases/demo.yaml":  manifest("2026.11.1", "hello-web-1.0.0-1.x86_64"),
@@ -92,44 +92,69 @@ func demo(ctx context.Context, bin, dir string, apps int) error {
 	if err := gitInit(repo, files); err != nil {
 		return err
 	}
-	if err := lieutenant(ctx, bin, repo, "run", "--env", "demo", "--yes"); err != nil {
+	// The clone talks to the Git server with the fleet's key and known_hosts,
+	// for git as for lieutenant.
+	for _, args := range [][]string{
+		{"remote", "add", "origin", f.GitURL},
+		{"config", "core.sshCommand", f.GitSSHCommand()},
+		{"push", "-q", "-u", "origin", "main"},
+	} {
+		if err := git(repo, args...); err != nil {
+			return err
+		}
+	}
+	lt := func(args ...string) error {
+		return lieutenant(ctx, bin, repo, append([]string{"--git-known-hosts", f.KnownHosts, "--git-identity", f.Identity}, args...)...)
+	}
+	if err := lt("sync", "--env", "demo"); err != nil {
 		return err
 	}
 
-	step("A merge moves the manifest to hello-web 1.1.0")
+	step("A merge moves the manifest to hello-web 1.1.0 and pushes it")
 	if err := gitCommit(repo, map[string]string{"releases/demo.yaml": manifest("2026.11.2", "hello-web-1.1.0-1.x86_64")}, "release 2026.11.2: hello-web 1.1.0"); err != nil {
 		return err
 	}
-	if err := show(repo, "log", "--oneline"); err != nil {
+	if err := git(repo, "push", "-q", "origin", "main"); err != nil {
+		return err
+	}
+	if err := show(repo, "log", "--oneline", "origin/main"); err != nil {
 		return err
 	}
 
 	step("lieutenant plan --env demo")
-	if err := lieutenant(ctx, bin, repo, "plan", "--env", "demo"); err != nil {
+	if err := lt("plan", "--env", "demo"); err != nil {
 		return err
 	}
 
 	const rate = 250
-	step("lieutenant run --env demo --yes, while %d requests/s go through HAProxy", rate)
+	step("lieutenant sync --env demo, what CI runs on the merge, while %d requests/s go through HAProxy", rate)
 	load := testenv.NewLoad(f.FrontendURL+"/", rate)
-	runErr := lieutenant(ctx, bin, repo, "run", "--env", "demo", "--yes")
+	runErr := lt("sync", "--env", "demo", "--yes")
 	res := load.Stop()
 
 	step("Result")
 	fmt.Printf("requests through HAProxy during the rollout: %d, failed: %d (%.0f/s)\n", res.Total, res.Failed, res.Rate())
-	record, _ := exec.Command("git", "-C", repo, "ls-tree", "-r", "--name-only", "lieutenant/runs").Output()
-	runs := strings.Fields(string(record))
-	fmt.Println("\nThe run record, in Git:")
-	fmt.Printf("  git -C %s log --oneline lieutenant/runs\n", repo)
-	if len(runs) > 0 {
-		fmt.Printf("  git -C %s show lieutenant/runs:%s\n", repo, runs[len(runs)-1])
+	if runErr == nil {
+		step("lieutenant sync --env demo, again: nothing to do")
+		if err := lt("sync", "--env", "demo"); err != nil {
+			return err
+		}
+		step("lieutenant history --env demo: read back from the Git server")
+		if err := lt("history", "--env", "demo"); err != nil {
+			return err
+		}
 	}
+	_ = git(repo, "fetch", "-q", "origin")
+	fmt.Println("\nThe record, in Git (the history branch on the Git server):")
+	fmt.Printf("  git -C %s log --oneline origin/lieutenant/runs\n", repo)
 	fmt.Println("\nLook around:")
 	fmt.Printf("  HAProxy stats:  %s\n", f.StatsURL)
 	fmt.Printf("  the service:    curl %s/\n", f.FrontendURL)
 	fmt.Printf("  a host:         ssh -i %s -o UserKnownHostsFile=%s %s@%s\n", f.Identity, f.KnownHosts, f.User, f.Hosts[0].Address)
-	fmt.Printf("  a broken release: set releases/demo.yaml to hello-web-1.2.0-1.x86_64 in %s, commit, and\n", repo)
-	fmt.Printf("                  %s --repo %s run --env demo --yes\n", bin, repo)
+	flags := fmt.Sprintf("--repo %s --git-known-hosts %s --git-identity %s", repo, f.KnownHosts, f.Identity)
+	fmt.Printf("  roll back:      %s %s rollback --env demo --yes\n", bin, flags)
+	fmt.Printf("  a broken release: set releases/demo.yaml to hello-web-1.2.0-1.x86_64 in %s, commit, git push, and\n", repo)
+	fmt.Printf("                  %s %s sync --env demo --yes\n", bin, flags)
 	fmt.Println("  remove it all:  make fleet-down")
 	switch {
 	case runErr != nil:

@@ -1,0 +1,199 @@
+package playbook_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/testenv"
+)
+
+// resume continues rec (as read back from Git) the way `lieutenant resume`
+// does: inspect, plan from the record, run.
+func (s *scene) resume(ctx context.Context, data []byte) (*playbook.Record, error) {
+	s.t.Helper()
+	rec, err := playbook.ParseRecord(data)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := rec.CheckResumable(); err != nil {
+		return rec, err
+	}
+	dep, err := playbook.Load(s.files, "production")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	obs, err := playbook.Inspect(ctx, s.fleet, s.balancer, dep, 0)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := playbook.ResumePlan(dep, obs, rec)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	rec.Resume("Second <s@example.com>", "s@ci", time.Now())
+	s.events = nil
+	r := &playbook.Runner{
+		Connector: s.fleet, Balancer: s.balancer, MinUp: dep.Environment.Balancer.MinUp,
+		Local: s.fleet.Host("orchestrator"), Approver: s.approver, Recorder: s.recorder,
+		Observe: func(e playbook.Event) { s.events = append(s.events, e) },
+	}
+	return rec, r.Run(ctx, dep.Environment, plan, rec)
+}
+
+// stepsRun lists host:step for the steps the last run or resume started.
+func (s *scene) stepsRun() string {
+	var out []string
+	for _, e := range s.events {
+		if e.Kind == playbook.EventStepStarted && e.Host != "" {
+			out = append(out, e.Host+":"+e.Step)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// A process that dies after batch 1 and its gate leaves in Git a record
+// with batch 2 pending: the resume runs batch 2 only, and neither the
+// finished hosts nor the passed gate again.
+func TestResumeSkipsFinishedHostsAndPassedGates(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	if _, err := s.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The first save of batch 2, made before its first drain: what Git
+	// held had the process been killed there. (The fleet is at the release
+	// already; batch 2's steps are idempotent.)
+	var killedAt []byte
+	for _, f := range s.recorder.files {
+		if rec, _ := playbook.ParseRecord(f); rec.Hosts[2].Status == playbook.HostRunning || rec.Hosts[3].Status == playbook.HostRunning {
+			killedAt = f
+			break
+		}
+	}
+	if killedAt == nil {
+		t.Fatal("no saved record shows batch 2 started")
+	}
+	rec, err := s.resume(context.Background(), killedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(s.stepsRun(), "web-1") || strings.Contains(s.stepsRun(), "web-2") {
+		t.Errorf("the resume ran steps on finished hosts: %s", s.stepsRun())
+	}
+	for _, e := range s.events {
+		if e.Kind == playbook.EventGate && e.Step != "" {
+			t.Errorf("the resume ran the gate again: %+v", e)
+		}
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=succeeded web-4=succeeded"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if got, want := s.versions(), "web-1=1.1.0-1.x86_64 web-2=1.1.0-1.x86_64 web-3=1.1.0-1.x86_64 web-4=1.1.0-1.x86_64"; got != want {
+		t.Errorf("versions: %s, want %s", got, want)
+	}
+	if len(rec.Resumed) != 1 || len(rec.Resumed[0].Hosts) == 0 || strings.Contains(strings.Join(rec.Resumed[0].Hosts, ","), "web-1") ||
+		rec.StartedFrom != "t@ci" || rec.Resumed[0].From != "s@ci" {
+		t.Errorf("record names the processes: started from %s, resumed %+v", rec.StartedFrom, rec.Resumed)
+	}
+	if rec.Outcome != playbook.OutcomeSucceeded || rec.Batches[0].Gate == nil {
+		t.Errorf("outcome %s, gate 1 %+v", rec.Outcome, rec.Batches[0].Gate)
+	}
+}
+
+// An interrupted run (Ctrl-C mid-batch) is resumed: the hosts it stopped
+// mid-way run their steps again, which finishes them, and the rest follows.
+func TestResumeFinishesInterruptedRun(t *testing.T) {
+	s := newScene(t, `
+hosts: "web-*"
+steps:
+  - balancer.drain
+  - packages.install
+  - command.run: migration
+  - balancer.enable
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{}, 4)
+	slow := true
+	for i := 1; i <= 4; i++ {
+		s.fleet.Host(fmt.Sprintf("web-%d", i)).HandleScript("migration", func(ctx context.Context, h *testenv.FakeHost) (string, int) {
+			s.mu.Lock()
+			wait := slow
+			s.mu.Unlock()
+			if !wait {
+				return "migrated", 0
+			}
+			started <- struct{}{}
+			<-ctx.Done()
+			return "killed", 137
+		})
+	}
+	go func() {
+		<-started
+		<-started
+		cancel()
+	}()
+	_, err := s.run(ctx)
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeInterrupted {
+		t.Fatalf("err = %v, want interrupted", err)
+	}
+	s.mu.Lock()
+	slow = false
+	s.mu.Unlock()
+	last := s.recorder.files[len(s.recorder.files)-1]
+	rec, err := s.resume(context.Background(), last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=succeeded web-4=succeeded"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if got := strings.Join(rec.Resumed[0].Hosts, ","); got != "web-1,web-2" {
+		t.Errorf("in flight: %s, want web-1,web-2", got)
+	}
+	// A finished run has nothing to resume.
+	final := s.recorder.files[len(s.recorder.files)-1]
+	if _, err := s.resume(context.Background(), final); err == nil || !strings.Contains(err.Error(), "nothing to resume") {
+		t.Errorf("resuming a finished run: %v", err)
+	}
+}
+
+// A gate nobody decides on ends at its deadline as aborted, with the
+// first batch in service and the second untouched.
+func TestRunApprovalDeadlineAborts(t *testing.T) {
+	s := newScene(t, standardPlaybook+"  approval: prompt\n  approval_timeout: 50ms\n")
+	s.approver = waitForever{}
+	rec, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeAborted || !strings.Contains(runErr.Reason, "no decision within 50ms") {
+		t.Fatalf("err = %v, want aborted at the deadline", err)
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	waited := false
+	for _, f := range s.recorder.files {
+		waited = waited || strings.Contains(string(f), "waiting:\n    gate: 1")
+	}
+	if !waited || rec.Waiting != nil {
+		t.Errorf("the record did not show the wait while it lasted, or still shows it: %+v", rec.Waiting)
+	}
+}
+
+type waitForever struct{}
+
+func (waitForever) Approve(ctx context.Context, _ playbook.GateRequest) (bool, string, error) {
+	<-ctx.Done()
+	return false, "", ctx.Err()
+}
