@@ -26,7 +26,7 @@ rollback; roll forward with a new manifest commit. The commit message carries
 EXAMPLE:
    lieutenant rollback --env production
    lieutenant rollback --env production --to 2026-11-20T09-12-00Z-a1b2`,
-		Flags: append(append(deployFlags(), &cli.StringFlag{Name: "to", Usage: "the run whose manifest to restore (default: the last successful one before the current)"}), sshFlags()...),
+		Flags:  append(append(deployFlags(), &cli.StringFlag{Name: "to", Usage: "the run whose manifest to restore (default: the last successful one before the current)"}), sshFlags()...),
 		Action: onDeployment(func(c *cli.Context, d *deployment) error { return d.rollback(c, s) }),
 	}
 }

@@ -25,7 +25,7 @@ same drain, install, verify and enable steps.
 EXAMPLE:
    lieutenant --repo git@github.com:acme/deploy.git sync --env production
    lieutenant sync --env production --heal`,
-		Flags: append(append(deployFlags(), &cli.BoolFlag{Name: "heal", Usage: "also redeploy to hosts that drifted from the manifest"}), sshFlags()...),
+		Flags:  append(append(deployFlags(), &cli.BoolFlag{Name: "heal", Usage: "also redeploy to hosts that drifted from the manifest"}), sshFlags()...),
 		Action: onDeployment(func(c *cli.Context, d *deployment) error { return d.sync(c, s) }),
 	}
 }
