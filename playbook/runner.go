@@ -119,6 +119,20 @@ func NewRecord(plan *Plan, id, revision, by, from string, now time.Time) *Record
 	return rec
 }
 
+// NewInSyncRecord records that the fleet already runs plan's release (plan
+// has no batches): every host up to date, nothing changed, succeeded. A
+// sync writes it when the manifest moved to what the hosts have, so that
+// history and rollback know the release is out there.
+func NewInSyncRecord(plan *Plan, id, revision, by, from string, now time.Time) *Record {
+	rec := NewRecord(plan, id, revision, by, from, now)
+	at := now.UTC()
+	rec.Outcome, rec.FinishedAt, rec.Duration = OutcomeSucceeded, &at, formatDuration(0)
+	for i, hp := range plan.UpToDate {
+		rec.Hosts[len(rec.Hosts)-len(plan.UpToDate)+i].Balancer = hp.Balancer
+	}
+	return rec
+}
+
 func changesFrom(cs []Change) map[string]string {
 	if len(cs) == 0 || cs[0].Action == ActionUnknown {
 		return nil

@@ -61,15 +61,13 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string {
-	ref := ""
-	if e.Ref != "" {
-		ref = " " + e.Ref
+	switch e.Op {
+	case "push":
+		return fmt.Sprintf("push %s to %s: %v", e.Ref, e.Remote, e.Err)
+	case "list":
+		return fmt.Sprintf("read the default branch of %s (or name it with --branch): %v", e.Remote, e.Err)
 	}
-	dir := "from"
-	if e.Op == "push" {
-		dir = "to"
-	}
-	return fmt.Sprintf("%s%s %s %s: %v", e.Op, ref, dir, e.Remote, e.Err)
+	return fmt.Sprintf("%s %s from %s: %v", e.Op, e.Ref, e.Remote, e.Err)
 }
 
 func (e *RemoteError) Unwrap() error { return e.Err }
@@ -178,7 +176,7 @@ func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
 	err := r.locked(func() error {
 		refs, err := r.remote.git.ListContext(ctx, &git.ListOptions{Auth: r.remote.auth})
 		if err != nil {
-			return r.remote.fail("list", "HEAD", err)
+			return r.remote.fail("list", "", err)
 		}
 		for _, ref := range refs {
 			if ref.Name() == plumbing.HEAD && ref.Type() == plumbing.SymbolicReference && ref.Target().IsBranch() {
@@ -186,7 +184,7 @@ func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
 				return nil
 			}
 		}
-		return r.remote.fail("list", "HEAD", errors.New("the remote's HEAD names no branch; pass --branch"))
+		return r.remote.fail("list", "", errors.New("its HEAD names no branch"))
 	})
 	return branch, err
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -226,5 +230,112 @@ func TestRemoteUnreachableIsNamed(t *testing.T) {
 	err = h.Refresh(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "lieutenant/runs") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// An HTTPS-style remote with a token: real `git http-backend` behind basic
+// auth, as GitHub and GitLab take tokens.
+func TestRemoteOverHTTPWithToken(t *testing.T) {
+	bins := testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	testenv.Git(t, bare, "config", "http.receivepack", "true")
+	backend := &cgi.Handler{Path: bins["git"], Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, tok, ok := r.BasicAuth(); !ok || tok != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "token required", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	url := srv.URL + "/" + filepath.Base(bare)
+	ctx := context.Background()
+
+	open := func(token string) *releases.History {
+		r, err := releases.InitCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		if err := r.UseRemote(releases.Remote{URL: url, Auth: releases.RemoteAuth{Token: token}}); err != nil {
+			t.Fatal(err)
+		}
+		h, err := r.History(releases.DefaultHistoryBranch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h := open("s3cret")
+	if err := h.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Put(ctx, "runs/production/a.yaml", []byte("a\n"), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := testenv.Git(t, bare, "show", "lieutenant/runs:runs/production/a.yaml"); got != "a" {
+		t.Errorf("remote has %q", got)
+	}
+	err := open("wrong").Refresh(ctx)
+	if err == nil || !strings.Contains(err.Error(), url) || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("a wrong token: %v (want the remote named, the token not)", err)
+	}
+}
+
+func TestRemoteURLs(t *testing.T) {
+	for s, want := range map[string]bool{
+		"git@github.com:acme/deploy.git": true,
+		"ssh://git@host:2222/srv/deploy": true,
+		"https://gitlab.example/acme/d":  true,
+		"file:///srv/git/deploy.git":     true,
+		"../deploy":                      false,
+		"/srv/git/deploy.git":            false,
+		".":                              false,
+		"dir/with:colon-after-slash":     false,
+	} {
+		if got := releases.IsRemoteURL(s); got != want {
+			t.Errorf("IsRemoteURL(%q) = %v, want %v", s, got, want)
+		}
+	}
+	r, err := releases.InitCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = r.UseRemote(releases.Remote{URL: "https://bot:hunter2@gitlab.example/acme/deploy.git"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "LIEUTENANT_GIT_TOKEN") {
+		t.Errorf("a password in the URL: %v", err)
+	}
+	if err := r.UseRemote(releases.Remote{URL: "ssh://git@host/deploy.git"}); err == nil {
+		t.Error("an SSH remote without SSH credentials was accepted")
+	}
+}
+
+func TestDecisionsFirstOneStands(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	ctx := context.Background()
+	a := remoteHistory(t, cloneOf(t, bare))
+	b := remoteHistory(t, cloneOf(t, bare))
+	d := releases.Decision{Environment: "production", Run: "run-1", Gate: 1, Decision: releases.Approved, By: "Ann", From: "ann@laptop"}
+	if err := a.Decide(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	d.Decision, d.By = releases.Aborted, "Bob"
+	if err := b.Decide(ctx, d); err == nil || !strings.Contains(err.Error(), "gate 1 of run run-1 was already approved by Ann") {
+		t.Errorf("a second decision on the gate: %v", err)
+	}
+	d.Gate = 2
+	if err := b.Decide(ctx, d); err != nil {
+		t.Errorf("a decision on the next gate: %v", err)
+	}
+	if err := a.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.ReadDecision(ctx, "production", "run-1")
+	if err != nil || got == nil || got.Gate != 2 || got.Decision != releases.Aborted {
+		t.Errorf("latest decision: %+v, %v", got, err)
 	}
 }

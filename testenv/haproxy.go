@@ -34,7 +34,7 @@ type HAProxy struct {
 	Servers     []string // server names, in the order of the addresses given
 	ConfigPath  string
 
-	out  *processOutput // haproxy's stderr and stdout (its log, with -db)
+	out  *SafeBuffer // haproxy's stderr and stdout (its log, with -db)
 	done chan struct{}  // closed when the process has exited
 }
 
@@ -168,7 +168,7 @@ func startHAProxy(t testing.TB, bin string, cfg haproxyConfig) (*HAProxy, error)
 		StatsURL:    fmt.Sprintf("http://127.0.0.1:%d/stats", cfg.StatsPort),
 		Backend:     cfg.Backend,
 		ConfigPath:  path,
-		out:         &processOutput{},
+		out:         &SafeBuffer{},
 		done:        make(chan struct{}),
 	}
 	for _, s := range cfg.Servers {

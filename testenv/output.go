@@ -5,19 +5,20 @@ import (
 	"sync"
 )
 
-// processOutput collects a child process's output while tests read it.
-type processOutput struct {
+// SafeBuffer is a bytes.Buffer that one goroutine (a child process, a
+// server) writes while a test reads it.
+type SafeBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *processOutput) Write(p []byte) (int, error) {
+func (b *SafeBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *processOutput) String() string {
+func (b *SafeBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

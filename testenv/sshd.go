@@ -31,7 +31,7 @@ type SSHD struct {
 	HostPublicKey  ssh.PublicKey // the server's host key
 	Dir            string        // holds the config, keys and files above
 
-	log *processOutput
+	log *SafeBuffer
 }
 
 // Host returns a transport.Host named name that points at the server.
@@ -146,7 +146,7 @@ var errSSHDPortTaken = errors.New("port taken")
 // start runs sshd and waits until it answers. On failure sshd has been
 // stopped.
 func (s *SSHD) start(t testing.TB, sshdPath, cfg string) error {
-	s.log = &processOutput{}
+	s.log = &SafeBuffer{}
 	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Its own process group, so that stopping it reaches the session

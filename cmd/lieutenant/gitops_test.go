@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -412,4 +417,176 @@ steps:
 	if _, stderr, code := s.lieutenant(t, "resume", id); code == exitOK || !strings.Contains(stderr, "nothing to resume") {
 		t.Errorf("second resume: exit %d\n%s", code, stderr)
 	}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+	}
+}
+
+// watch syncs at start and on verified push webhooks: a bad or missing
+// signature triggers nothing, and a burst of pushes leads to one rollout.
+func TestWatchSyncsOnVerifiedWebhooks(t *testing.T) {
+	s := newRemoteScene(t, "")
+	const secret = "webhook-secret"
+	t.Setenv("LIEUTENANT_WEBHOOK_SECRET", secret)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut testenv.SafeBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"lieutenant", "--repo", s.url, "watch", "--interval", "1h", "--listen", "127.0.0.1:0", "--yes"},
+			streams{in: strings.NewReader(""), out: &out, err: &errOut})
+	}()
+	// The first sync at start deploys the manifest.
+	waitFor(t, "the first sync", time.Minute, func() bool { return strings.Contains(out.String(), "succeeded in") })
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+		t.Fatalf("after the first sync: %s, want %s\n%s%s", got, want, errOut.String(), out.String())
+	}
+	addr := regexp.MustCompile(`webhook endpoint on (http://\S+)`).FindStringSubmatch(errOut.String())
+	if addr == nil {
+		t.Fatalf("watch did not say where it listens:\n%s", errOut.String())
+	}
+	post := func(sig string, ref string) int {
+		body := []byte(`{"ref":"` + ref + `"}`)
+		req, _ := http.NewRequest(http.MethodPost, addr[1], bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-GitHub-Event", "push")
+		if sig == "good" {
+			mac := hmac.New(sha256.New, []byte(secret))
+			mac.Write(body)
+			sig = "sha256=" + hex.EncodeToString(mac.Sum(nil))
+		}
+		if sig != "" {
+			req.Header.Set("X-Hub-Signature-256", sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	s.merge(t, map[string]string{"releases/production.yaml": "release: 2026.11.4\npackages: [" + web100 + "]\n"}, "release 2026.11.4")
+	if code := post("", "refs/heads/main"); code != http.StatusUnauthorized {
+		t.Errorf("unsigned push: %d, want 401", code)
+	}
+	if code := post("sha256="+strings.Repeat("0", 64), "refs/heads/main"); code != http.StatusUnauthorized {
+		t.Errorf("badly signed push: %d, want 401", code)
+	}
+	time.Sleep(time.Second)
+	if got := s.versions(t); !strings.Contains(got, "1.1.0-1") || strings.Contains(got, "1.0.0-1") {
+		t.Fatalf("a push with a bad signature triggered a sync: %s", got)
+	}
+	for range 5 {
+		if code := post("good", "refs/heads/main"); code != http.StatusAccepted {
+			t.Errorf("signed push: %d, want 202", code)
+		}
+	}
+	waitFor(t, "the sync of the push", time.Minute, func() bool { return s.versions(t) == "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1" })
+	// The burst's later pushes cost at most one more sync, which finds
+	// nothing to do.
+	time.Sleep(2 * time.Second)
+	if n := strings.Count(testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"), "runs/production/"); n != 2 {
+		t.Errorf("%d runs recorded, want 2 (the first sync and one for the burst)\n%s", n, errOut.String())
+	}
+	if n := strings.Count(errOut.String(), "watch: push received"); n < 1 || n > 2 {
+		t.Errorf("%d syncs for a burst of 5 pushes, want 1 or 2 (one more if pushes came during the sync)\n%s", n, errOut.String())
+	}
+	cancel()
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Errorf("watch exited %d after SIGTERM-like cancel, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("watch did not stop")
+	}
+}
+
+// Git going wrong before the first drain: each is one clear line naming
+// the remote, ref or file, and no host is touched.
+func TestGitFaultsTouchNoHost(t *testing.T) {
+	s := newRemoteScene(t, "")
+	untouched := func(t *testing.T) {
+		t.Helper()
+		if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+			t.Errorf("hosts changed: %s", got)
+		}
+		if got, want := s.ha.Statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+			t.Errorf("balancer changed: %s", got)
+		}
+	}
+	writeHistory := func(t *testing.T, path, content string) {
+		t.Helper()
+		// A hand edit of the history branch, pushed from the test's clone.
+		testenv.Git(t, s.work, "fetch", "-q", "origin")
+		testenv.Git(t, s.work, "checkout", "-q", "-B", "hand-edit", "origin/lieutenant/runs")
+		testenv.GitCommit(t, s.work, map[string]string{path: content}, "hand edit")
+		testenv.Git(t, s.work, "push", "-q", "origin", "hand-edit:lieutenant/runs")
+		testenv.Git(t, s.work, "checkout", "-q", "main")
+	}
+	// One real run first, so that the history branch exists.
+	if _, stderr, code := s.lieutenant(t, "run", "--env", "production", "--yes"); code != exitOK {
+		t.Fatalf("first run: exit %d\n%s", code, stderr)
+	}
+	// The manifest moves on, so every command below has work to do.
+	s.merge(t, map[string]string{"releases/production.yaml": "release: 2026.11.4\npackages: [" + web100 + "]\n"}, "back to 1.0.0")
+
+	t.Run("unreachable remote", func(t *testing.T) {
+		_, stderr, code := lieutenant(t, fmt.Sprintf("ssh://git@127.0.0.1:%d/deploy.git", testenv.ClosedPort(t)), "run", "--env", "production", "--yes")
+		t.Logf("unreachable: %s", stderr)
+		if code != exitError || !strings.Contains(stderr, "127.0.0.1") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("exit %d, want %d and one line naming the remote:\n%s", code, exitError, stderr)
+		}
+	})
+	t.Run("manifest branch without the playbook", func(t *testing.T) {
+		testenv.Git(t, s.work, "checkout", "-q", "--orphan", "empty")
+		testenv.GitCommit(t, s.work, map[string]string{"README": "nothing here\n"}, "empty")
+		testenv.Git(t, s.work, "push", "-q", "origin", "empty")
+		testenv.Git(t, s.work, "checkout", "-q", "main")
+		_, stderr, code := s.lieutenant(t, "--branch", "empty", "run", "--env", "production", "--yes")
+		if code != exitInvalid || !strings.Contains(stderr, "lieutenant.yaml: file not found") {
+			t.Errorf("exit %d, want %d:\n%s", code, exitInvalid, stderr)
+		}
+		untouched(t)
+	})
+	t.Run("malformed lock", func(t *testing.T) {
+		writeHistory(t, "locks/production.yaml", "run: [oops\n")
+		_, stderr, code := s.lieutenant(t, "run", "--env", "production", "--yes")
+		if code != exitError || !strings.Contains(stderr, "lieutenant/runs:locks/production.yaml is malformed") || !strings.Contains(stderr, "--force") {
+			t.Errorf("exit %d:\n%s", code, stderr)
+		}
+		untouched(t)
+		stdout, stderr, code := s.lieutenant(t, "lock", "release", "--env", "production", "--force")
+		if code != exitOK || !strings.Contains(stdout, "was not locked") && !strings.Contains(stdout, "Released") {
+			t.Errorf("lock release --force: exit %d\n%s%s", code, stdout, stderr)
+		}
+	})
+	t.Run("malformed record", func(t *testing.T) {
+		writeHistory(t, "runs/production/2026-01-01T00-00-00Z-0000.yaml", "id: [\n")
+		_, stderr, code := s.lieutenant(t, "history", "--env", "production")
+		if code != exitError || !strings.Contains(stderr, "lieutenant/runs:runs/production/2026-01-01T00-00-00Z-0000.yaml is malformed") {
+			t.Errorf("exit %d:\n%s", code, stderr)
+		}
+		testenv.Git(t, s.work, "push", "-q", "origin", ":lieutenant/runs") // start the history afresh
+	})
+	t.Run("push rejected", func(t *testing.T) {
+		hook := filepath.Join(s.bare, "hooks", "pre-receive")
+		if err := os.WriteFile(hook, []byte("#!/bin/sh\necho 'history is read-only today' >&2\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(hook)
+		_, stderr, code := s.lieutenant(t, "run", "--env", "production", "--yes")
+		t.Logf("push rejected: %s", stderr)
+		if code != exitError || !strings.Contains(stderr, "lieutenant/runs") || !strings.Contains(stderr, s.bare) {
+			t.Errorf("exit %d, want %d naming the branch and the remote:\n%s", code, exitError, stderr)
+		}
+		untouched(t)
+	})
 }

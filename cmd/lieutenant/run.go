@@ -83,6 +83,9 @@ type runSpec struct {
 	Resume *playbook.Record
 	// Held is the environment's lock when the caller took it already.
 	Held *heldLock
+	// RecordInSync records a run even when every host has the release
+	// already (sync, when the manifest moved to what the fleet runs).
+	RecordInSync bool
 }
 
 // heldLock is an environment's lock this process holds.
@@ -139,8 +142,21 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 	if err != nil {
 		return err
 	}
-	// Nothing to do needs no lock, and leaves no trace in history.
+	// Nothing to do needs no lock, and leaves no trace in history unless
+	// asked to.
 	if len(plan.Batches) == 0 && spec.Held == nil {
+		if spec.RecordInSync && resume == nil {
+			rec := playbook.NewInSyncRecord(plan, id, d.snap.Hash, by, from, now)
+			rec.Kind = kind
+			recorder, err := releases.NewRecorder(hist, rec)
+			if err == nil {
+				err = recorder.Save(ctx, rec)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(s.err, "Recorded as run %s: the fleet already had %s.\n", id, plan.Release)
+		}
 		return d.nothingToDo(c, s, kind, plan)
 	}
 	held := spec.Held

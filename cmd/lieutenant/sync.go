@@ -35,21 +35,21 @@ func (d *deployment) sync(c *cli.Context, s streams) error {
 	if err != nil {
 		return err
 	}
-	if !c.Bool("heal") {
-		recs, err := hist.Records(c.Context, d.dep.Environment.Name)
-		if err != nil {
-			return err
-		}
-		if last := lastSucceeded(recs); last != nil && sameRelease(last, d.dep.Manifest) {
-			if c.String("output") == "json" {
-				return writeJSON(s.out, map[string]any{"environment": d.dep.Environment.Name, "release": last.Release,
-					"manifest_commit": d.snap.Hash, "outcome": "in-sync", "last_run": last.ID})
-			}
-			fmt.Fprintf(s.out, "in sync at %s (%s): deployed by run %s\n", last.Release, d.snap.ShortHash, last.ID)
-			return nil
-		}
+	recs, err := hist.Records(c.Context, d.dep.Environment.Name)
+	if err != nil {
+		return err
 	}
-	return d.deploy(c, s, hist, runSpec{Kind: "sync"})
+	last := lastSucceeded(recs)
+	inSync := last != nil && sameRelease(last, d.dep.Manifest)
+	if inSync && !c.Bool("heal") {
+		if c.String("output") == "json" {
+			return writeJSON(s.out, map[string]any{"environment": d.dep.Environment.Name, "release": last.Release,
+				"manifest_commit": d.snap.Hash, "outcome": "in-sync", "last_run": last.ID})
+		}
+		fmt.Fprintf(s.out, "in sync at %s (%s): deployed by run %s\n", last.Release, d.snap.ShortHash, last.ID)
+		return nil
+	}
+	return d.deploy(c, s, hist, runSpec{Kind: "sync", RecordInSync: !inSync})
 }
 
 // lastSucceeded is the newest successful run among recs (oldest first).
