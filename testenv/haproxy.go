@@ -34,8 +34,8 @@ type HAProxy struct {
 	Servers     []string // server names, in the order of the addresses given
 	ConfigPath  string
 
-	out  *SafeBuffer // haproxy's stderr and stdout (its log, with -db)
-	done chan struct{}  // closed when the process has exited
+	out  *SafeBuffer   // haproxy's stderr and stdout (its log, with -db)
+	done chan struct{} // closed when the process has exited
 }
 
 type haproxyConfig struct {
