@@ -25,6 +25,12 @@ type Operator struct {
 	Host  string `json:"host" yaml:"host"`   // host name of the machine
 }
 
+// Who names the operator in records, locks and decisions: "Name <email>".
+func (o Operator) Who() string { return o.Name + " <" + o.Email + ">" }
+
+// Where is the machine and login the operator works from: "user@host".
+func (o Operator) Where() string { return o.User + "@" + o.Host }
+
 // Identity is who history commits are made as, chosen the way `git commit`
 // chooses an author: GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL, then author.* and
 // user.* from the repository's config, the global config

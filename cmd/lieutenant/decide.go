@@ -55,7 +55,7 @@ EXAMPLE:
 			}
 			op := src.repo.Operator()
 			d := releases.Decision{Environment: rec.Environment, Run: id, Gate: gate, Decision: decision,
-				By: fmt.Sprintf("%s <%s>", op.Name, op.Email), From: op.User + "@" + op.Host,
+				By: op.Who(), From: op.Where(),
 				At: time.Now().UTC().Truncate(time.Second), Message: c.String("message")}
 			if err := hist.Decide(c.Context, d); err != nil {
 				return err
@@ -85,7 +85,8 @@ func lockCommand(s streams) *cli.Command {
 			&cli.Command{
 				Name:  "status",
 				Usage: "who holds each environment's lock, since when, for which release",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "env", Aliases: []string{"e"}, Usage: "only this environment"}, outputFlag()},
+				// Not envFlag: here --env is optional.
+				Flags: []cli.Flag{&cli.StringFlag{Name: "environment", Aliases: []string{"env", "e"}, Usage: "only this environment"}, outputFlag()},
 				Action: func(c *cli.Context) error {
 					if err := checkUsage(c); err != nil {
 						return err
@@ -167,7 +168,7 @@ instead, under its own lock: lieutenant resume RUN.`,
 						return err
 					}
 					op := src.repo.Operator()
-					by := fmt.Sprintf("%s <%s> from %s@%s", op.Name, op.Email, op.User, op.Host)
+					by := op.Who() + " from " + op.Where()
 					broken, err := hist.BreakLock(c.Context, env, by, c.String("message"))
 					if err != nil {
 						return err

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 )
 
@@ -65,6 +67,35 @@ func newRemoteScene(t *testing.T, playbook string) *remoteScene {
 func (s *remoteScene) lieutenant(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	return lieutenant(t, s.url, append(append([]string{}, s.args...), args...)...)
+}
+
+// process runs the command against the remote in a process of its own
+// (the test binary as lieutenant, see TestMain): for commands that run at
+// the same time as others, since urfave/cli keeps global state, and for
+// processes the test kills.
+func (s *remoteScene) process(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append(append([]string{"--repo", s.url}, s.args...), args...)...)
+	cmd.Env = append(os.Environ(), "LIEUTENANT_TEST_AS_CLI=1")
+	return cmd
+}
+
+// runProcess runs s.process(args...) to its end.
+func (s *remoteScene) runProcess(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := s.process(args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		// Not Fatal: callers run this in goroutines.
+		t.Errorf("start lieutenant: %v", err)
+		code = -1
+	}
+	return out.String(), errOut.String(), code
 }
 
 // merge commits files on the remote's main branch, as a merged pull
@@ -222,7 +253,7 @@ gate:
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stdout, stderr, code := s.lieutenant(t, "run", "--env", "production")
+			stdout, stderr, code := s.runProcess(t, "run", "--env", "production")
 			results[i] = result{stdout, stderr, code}
 		}()
 	}
@@ -302,7 +333,7 @@ func TestApprovalThroughGit(t *testing.T) {
 			var code int
 			go func() {
 				defer close(done)
-				stdout, stderr, code = s.lieutenant(t, "run", "--env", "production")
+				stdout, stderr, code = s.runProcess(t, "run", "--env", "production")
 			}()
 			id, _ := s.waitForRecord(t, 30*time.Second, func(rec string) bool { return strings.Contains(rec, "waiting:") })
 			decided := time.Now()
@@ -361,8 +392,7 @@ steps:
 `)
 	load := testenv.StartLoad(t, s.ha.FrontendURL+"/", 200)
 	var out bytes.Buffer
-	first := exec.Command(os.Args[0], "--repo", s.url, "run", "--env", "production", "--yes")
-	first.Env = append(os.Environ(), "LIEUTENANT_TEST_AS_CLI=1")
+	first := s.process("run", "--env", "production", "--yes")
 	first.Stdout, first.Stderr = &out, &out
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -589,4 +619,70 @@ func TestGitFaultsTouchNoHost(t *testing.T) {
 		}
 		untouched(t)
 	})
+}
+
+// sync --heal finds a host that drifted (someone downgraded it by hand)
+// and redeploys to it alone; lock status shows a holder, and --lock-wait
+// waits for it instead of failing.
+func TestHealAndLockWait(t *testing.T) {
+	s := newRemoteScene(t, "")
+	if _, stderr, code := s.lieutenant(t, "sync", "--env", "production"); code != exitOK {
+		t.Fatalf("sync: exit %d\n%s", code, stderr)
+	}
+	s.fleet.SetInstalled(t, "web-3", web100)
+	if stdout, _, code := s.lieutenant(t, "sync", "--env", "production"); code != exitOK || !strings.Contains(stdout, "in sync at 2026.11.3") {
+		t.Errorf("sync without --heal looks at the record only: exit %d\n%s", code, stdout)
+	}
+	stdout, stderr, code := s.lieutenant(t, "sync", "--env", "production", "--heal")
+	if code != exitOK {
+		t.Fatalf("sync --heal: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
+		t.Errorf("after --heal: %s, want %s", got, want)
+	}
+	if !regexp.MustCompile(`web-3 +1 +succeeded +1\.0\.0-1 +1\.1\.0-1`).MatchString(stdout) || !regexp.MustCompile(`web-1 +- +up-to-date`).MatchString(stdout) {
+		t.Errorf("--heal should redeploy web-3 alone:\n%s", stdout)
+	}
+
+	// Another machine holds the lock for a second.
+	other, err := releases.InitCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.UseRemote(releases.Remote{URL: s.url}); err != nil {
+		t.Fatal(err)
+	}
+	hist, _ := other.History("lieutenant/runs")
+	ctx := context.Background()
+	if err := hist.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lock := releases.Lock{Environment: "production", Run: "2026-11-28T09-00-00Z-aaaa", Kind: "run", HeldBy: "Ann <ann@example.com>",
+		From: "ann@elsewhere", PID: 4242, Since: time.Now().UTC().Truncate(time.Second), Release: "2026.11.3"}
+	if err := hist.TryLock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, code = s.lieutenant(t, "lock", "status")
+	if code != exitOK || !strings.Contains(stdout, "production   locked  2026-11-28T09-00-00Z-aaaa") || !strings.Contains(stdout, "ann@elsewhere pid 4242") {
+		t.Errorf("lock status: exit %d\n%s", code, stdout)
+	}
+	s.merge(t, map[string]string{"releases/production.yaml": "release: 2026.11.4\npackages: [" + web100 + "]\n"}, "release 2026.11.4")
+	if _, stderr, code := s.lieutenant(t, "sync", "--env", "production"); code != exitLocked || !strings.Contains(stderr, "Ann <ann@example.com> from ann@elsewhere") {
+		t.Errorf("sync on a held lock: exit %d, want %d\n%s", code, exitLocked, stderr)
+	}
+	go func() {
+		time.Sleep(time.Second)
+		hist.Unlock(context.Background(), "production", lock.Run, "succeeded")
+	}()
+	start := time.Now()
+	if _, stderr, code := s.lieutenant(t, "sync", "--env", "production", "--lock-wait", "30s"); code != exitOK {
+		t.Errorf("sync --lock-wait: exit %d\n%s", code, stderr)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("sync --lock-wait went ahead after %s, while the lock was held for 1s", waited)
+	}
+	if got, want := s.versions(t), "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1"; got != want {
+		t.Errorf("after the wait: %s, want %s", got, want)
+	}
 }

@@ -106,8 +106,8 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 		return err
 	}
 	op := d.repo.Operator()
-	msg := fmt.Sprintf("Roll %s back to %s\n\nRestores %s as deployed by run %s (manifest commit %s), by %s <%s> with lieutenant rollback.\nThe rollback deploys it itself: [skip ci]\n",
-		env, target.Release, path, target.ID, shortCommit(target.Revision), op.Name, op.Email)
+	msg := fmt.Sprintf("Roll %s back to %s\n\nRestores %s as deployed by run %s (manifest commit %s), by %s with lieutenant rollback.\nThe rollback deploys it itself: [skip ci]\n",
+		env, target.Release, path, target.ID, shortCommit(target.Revision), op.Who())
 	if m := c.String("message"); m != "" {
 		msg += "\n" + m + "\n"
 	}

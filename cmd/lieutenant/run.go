@@ -98,7 +98,7 @@ type heldLock struct {
 // takeLock takes env's lock for run id in Git, waiting up to --lock-wait.
 func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock) (*heldLock, error) {
 	op := src.repo.Operator()
-	l.HeldBy, l.From, l.PID = fmt.Sprintf("%s <%s>", op.Name, op.Email), op.User+"@"+op.Host, os.Getpid()
+	l.HeldBy, l.From, l.PID = op.Who(), op.Where(), os.Getpid()
 	l.Since, l.Message = time.Now().UTC().Truncate(time.Second), c.String("message")
 	if err := hist.Lock(c.Context, l, c.Duration("lock-wait"), 2*time.Second); err != nil {
 		return nil, err
@@ -122,7 +122,7 @@ func (h *heldLock) release(ctx context.Context, s streams) {
 func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, spec runSpec) error {
 	ctx := c.Context
 	op := d.repo.Operator()
-	by, from := fmt.Sprintf("%s <%s>", op.Name, op.Email), op.User+"@"+op.Host
+	by, from := op.Who(), op.Where()
 	now := time.Now()
 	id, kind := spec.ID, spec.Kind
 	if id == "" {
