@@ -43,12 +43,14 @@ const (
 // change so that `git show` tells the story and a killed run can be resumed.
 // Field names are the file format: rename with care.
 type Record struct {
-	ID          string     `yaml:"id" json:"id"`
-	Environment string     `yaml:"environment" json:"environment"`
-	Kind        string     `yaml:"kind" json:"kind"`
-	Release     string     `yaml:"release" json:"release"`
-	Revision    string     `yaml:"manifest_commit" json:"manifest_commit"`
-	Packages    []string   `yaml:"packages" json:"packages"`
+	ID          string   `yaml:"id" json:"id"`
+	Environment string   `yaml:"environment" json:"environment"`
+	Kind        string   `yaml:"kind" json:"kind"`
+	Release     string   `yaml:"release" json:"release"`
+	Revision    string   `yaml:"manifest_commit" json:"manifest_commit"`
+	Packages    []string `yaml:"packages" json:"packages"`
+	// Message is the operator's reason for the run (--message).
+	Message     string     `yaml:"message,omitempty" json:"message,omitempty"`
 	StartedBy   string     `yaml:"started_by" json:"started_by"`
 	StartedFrom string     `yaml:"started_from" json:"started_from"`
 	StartedAt   time.Time  `yaml:"started_at" json:"started_at"`

@@ -47,7 +47,7 @@ batches). Every run is recorded as a file on the history branch (lieutenant/runs
 			&cli.StringSliceFlag{Name: "git-identity", EnvVars: []string{"LIEUTENANT_GIT_IDENTITY"},
 				Usage: "private key for an SSH remote (default: ~/.ssh/id_* and ssh-agent); an HTTPS remote takes LIEUTENANT_GIT_TOKEN"},
 		},
-		Commands: withUsageErrors(validateCommand(s), planCommand(s), runCommand(s), syncCommand(s), resumeCommand(s),
+		Commands: withUsageErrors("", validateCommand(s), planCommand(s), runCommand(s), syncCommand(s), resumeCommand(s),
 			rollbackCommand(s), historyCommand(s), showCommand(s), approveCommand(s, true), approveCommand(s, false),
 			lockCommand(s), watchCommand(s)),
 		// Reached only when the first argument is not a command.
@@ -86,7 +86,7 @@ func sshFlags() []cli.Flag {
 // checkUsage catches what urfave/cli does not: stray arguments, a missing
 // --env, an unknown --output.
 func checkUsage(c *cli.Context) error {
-	name := c.Command.Name
+	name := c.Command.FullName()
 	if c.Args().Present() {
 		return usagef("%s takes no arguments, got %q (see lieutenant %s --help)", name, c.Args().First(), name)
 	}
@@ -95,7 +95,7 @@ func checkUsage(c *cli.Context) error {
 
 // runArg is checkUsage for commands that take one run ID.
 func runArg(c *cli.Context) (string, error) {
-	name := c.Command.Name
+	name := c.Command.FullName()
 	for _, a := range c.Args().Tail() {
 		if strings.HasPrefix(a, "-") {
 			return "", usagef("%s: flags go before the RUN id: lieutenant %s %s %s", name, name, strings.Join(c.Args().Tail(), " "), c.Args().First())
@@ -108,7 +108,7 @@ func runArg(c *cli.Context) (string, error) {
 }
 
 func checkFlags(c *cli.Context) error {
-	name := c.Command.Name
+	name := c.Command.FullName()
 	for _, f := range c.Command.Flags {
 		switch f.Names()[0] {
 		case "env":
@@ -126,9 +126,9 @@ func checkFlags(c *cli.Context) error {
 
 // withUsageErrors makes a bad flag a one-line usage error (exit 2) instead
 // of urfave/cli's page of help.
-func withUsageErrors(cmds ...*cli.Command) []*cli.Command {
+func withUsageErrors(parent string, cmds ...*cli.Command) []*cli.Command {
 	for _, c := range cmds {
-		name := c.Name
+		name := parent + c.Name
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
 			return usagef("%s: %v (see lieutenant %s --help)", name, err, name)
 		}

@@ -15,7 +15,7 @@ import (
 // reads within seconds wherever it runs.
 func approveCommand(s streams, approve bool) *cli.Command {
 	name, decision, effect := "abort", releases.Aborted, "stops at the gate; the hosts done so far stay in service"
-	usage := "stop a run at its gate, from anywhere: the decision is recorded in Git"
+	usage := "stop a run waiting at its gate, from anywhere: the decision is recorded in Git"
 	if approve {
 		name, decision, effect = "approve", releases.Approved, "goes on with the next batch"
 		usage = "let a run waiting at its gate go on, from anywhere: the decision is recorded in Git"
@@ -40,19 +40,10 @@ EXAMPLE:
 			if rec.Outcome != playbook.OutcomeRunning {
 				return fmt.Errorf("run %s is not running: it ended %s", id, rec.Outcome)
 			}
-			gate := 0
-			switch {
-			case rec.Waiting != nil:
-				gate = rec.Waiting.Gate
-			case approve:
-				return fmt.Errorf("run %s is not waiting at a gate yet; approve it once `lieutenant show %s` says it waits", id, id)
-			default:
-				// Abort ahead: the run stops at its next gate.
-				gate = nextGate(rec)
-				if gate == 0 {
-					return fmt.Errorf("run %s has no gate left to stop at", id)
-				}
+			if rec.Waiting == nil {
+				return fmt.Errorf("run %s is not waiting at a gate; %s it once `lieutenant show %s` says it waits (to stop it now, interrupt its process)", id, name, id)
 			}
+			gate := rec.Waiting.Gate
 			op := src.repo.Operator()
 			d := releases.Decision{Environment: rec.Environment, Run: id, Gate: gate, Decision: decision,
 				By: op.Who(), From: op.Where(),
@@ -66,22 +57,11 @@ EXAMPLE:
 	}
 }
 
-// nextGate is the gate a running run reaches next: after the first batch
-// whose gate has not been passed, not counting the last batch.
-func nextGate(rec *playbook.Record) int {
-	for i, b := range rec.Batches[:max(len(rec.Batches)-1, 0)] {
-		if b.Gate == nil || b.Gate.Status != playbook.StepOK {
-			return i + 1
-		}
-	}
-	return 0
-}
-
 func lockCommand(s streams) *cli.Command {
 	return &cli.Command{
 		Name:  "lock",
 		Usage: "show or break the per-environment locks held in Git",
-		Subcommands: withUsageErrors(
+		Subcommands: withUsageErrors("lock ",
 			&cli.Command{
 				Name:  "status",
 				Usage: "who holds each environment's lock, since when, for which release",

@@ -28,7 +28,7 @@ const exitCodesHelp = `EXIT CODES:
    1  error: Git, I/O or an unexpected failure
    2  invalid input: bad flags or invalid files; nothing was contacted
    3  refused: stopped before changing any host (unreachable host, unknown host key,
-      unreachable balancer, not enough capacity, no way to approve the gate)
+      unreachable balancer, not enough capacity)
    4  failed: hosts were changed and the run did not succeed; see the summary
    5  interrupted: stopped by a signal; hosts in flight were repaired in the balancer
    6  locked: another run holds the environment; nothing was touched`

@@ -192,6 +192,9 @@ func printRun(w io.Writer, rec *playbook.Record) {
 	fmt.Fprintf(w, "Run %s: %s of %s to release %s (manifest commit %s)\n", rec.ID, rec.Kind, rec.Environment, rec.Release, shortCommit(rec.Revision))
 	fmt.Fprintf(w, "  packages:   %s\n", strings.Join(rec.Packages, ", "))
 	fmt.Fprintf(w, "  started:    %s by %s from %s\n", rec.StartedAt.Local().Format(time.RFC3339), rec.StartedBy, rec.StartedFrom)
+	if rec.Message != "" {
+		fmt.Fprintf(w, "  message:    %s\n", rec.Message)
+	}
 	for _, r := range rec.Resumed {
 		fmt.Fprintf(w, "  resumed:    %s by %s from %s (in flight: %s)\n", r.At.Local().Format(time.RFC3339), r.By, r.From, orNone(r.Hosts))
 	}

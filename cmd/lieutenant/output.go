@@ -166,7 +166,7 @@ func gateLine(g playbook.Gate) string {
 
 // printPlanSummary is the short plan a run prints before it starts.
 func printPlanSummary(w io.Writer, plan *playbook.Plan, snap *releases.Snapshot) {
-	fmt.Fprintf(w, "Rolling %s to %s (%s %s): %s\n", plan.Environment, plan.Release, snap.Rev, snap.ShortHash, packageList(plan.Packages))
+	fmt.Fprintf(w, "Rolling %s to %s (%s): %s\n", plan.Environment, plan.Release, snap, packageList(plan.Packages))
 	for _, b := range plan.Batches {
 		fmt.Fprintf(w, "  batch %d: %s\n", b.Number, strings.Join(names(b.Hosts), ", "))
 	}
@@ -238,7 +238,10 @@ func printResult(w io.Writer, rec *playbook.Record, where string) {
 			h.Balancer, h.Duration, firstLine(h.Error)})
 	}
 	writeTable(w, []string{"host", "batch", "result", "before", "after", "balancer", "took", "error"}, rows)
-	fmt.Fprintf(w, "\nRun %s: %s in %s", rec.ID, rec.Outcome, rec.Duration)
+	fmt.Fprintf(w, "\nRun %s: %s", rec.ID, rec.Outcome)
+	if rec.Duration != "" {
+		fmt.Fprintf(w, " in %s", rec.Duration)
+	}
 	if rec.Reason != "" {
 		fmt.Fprintf(w, " (%s)", rec.Reason)
 	}

@@ -32,9 +32,10 @@ EXAMPLE:
 }
 
 // rollbackTarget picks the run whose manifest a rollback restores: to,
-// when given, or the last successful run before the newest successful one
-// that deployed other packages.
-func rollbackTarget(recs []*playbook.Record, to string) (*playbook.Record, error) {
+// when given, or the newest successful run that deployed other packages
+// than the manifest has now (so after a failed release it is the last good
+// one, and after a good one the one before).
+func rollbackTarget(recs []*playbook.Record, to string, current *playbook.Manifest) (*playbook.Record, error) {
 	if to != "" {
 		i := slices.IndexFunc(recs, func(r *playbook.Record) bool { return r.ID == to })
 		switch {
@@ -45,16 +46,12 @@ func rollbackTarget(recs []*playbook.Record, to string) (*playbook.Record, error
 		}
 		return recs[i], nil
 	}
-	current := lastSucceeded(recs)
-	if current == nil {
-		return nil, fmt.Errorf("no successful run recorded: there is nothing to roll back to")
-	}
 	for _, r := range slices.Backward(recs) {
-		if r.Outcome == playbook.OutcomeSucceeded && !slices.Equal(r.Packages, current.Packages) {
+		if r.Outcome == playbook.OutcomeSucceeded && !samePackages(r, current) {
 			return r, nil
 		}
 	}
-	return nil, fmt.Errorf("every successful run deployed %s (%s): there is no earlier release to roll back to", current.Release, current.ID)
+	return nil, fmt.Errorf("no successful run deployed anything but release %s: there is nothing to roll back to", current.Release)
 }
 
 func (d *deployment) rollback(c *cli.Context, s streams) error {
@@ -68,7 +65,7 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 	if err != nil {
 		return err
 	}
-	target, err := rollbackTarget(recs, c.String("to"))
+	target, err := rollbackTarget(recs, c.String("to"), d.dep.Manifest)
 	if err != nil {
 		return err
 	}

@@ -147,7 +147,7 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 	if len(plan.Batches) == 0 && spec.Held == nil {
 		if spec.RecordInSync && resume == nil {
 			rec := playbook.NewInSyncRecord(plan, id, d.snap.Hash, by, from, now)
-			rec.Kind = kind
+			rec.Kind, rec.Message = kind, c.String("message")
 			recorder, err := releases.NewRecorder(hist, rec)
 			if err == nil {
 				err = recorder.Save(ctx, rec)
@@ -188,7 +188,7 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 	} else {
 		printPlanSummary(s.err, plan, d.snap)
 		rec = playbook.NewRecord(plan, id, d.snap.Hash, by, from, now)
-		rec.Kind = kind
+		rec.Kind, rec.Message = kind, c.String("message")
 	}
 	local, err := transport.NewLocal().Connect(ctx, transport.Host{Name: "localhost"})
 	if err != nil {

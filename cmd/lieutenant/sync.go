@@ -40,8 +40,8 @@ func (d *deployment) sync(c *cli.Context, s streams) error {
 		return err
 	}
 	last := lastSucceeded(recs)
-	inSync := last != nil && sameRelease(last, d.dep.Manifest)
-	if inSync && !c.Bool("heal") {
+	synced := last != nil && inSync(last, d.dep)
+	if synced && !c.Bool("heal") {
 		if c.String("output") == "json" {
 			return writeJSON(s.out, map[string]any{"environment": d.dep.Environment.Name, "release": last.Release,
 				"manifest_commit": d.snap.Hash, "outcome": "in-sync", "last_run": last.ID})
@@ -49,7 +49,7 @@ func (d *deployment) sync(c *cli.Context, s streams) error {
 		fmt.Fprintf(s.out, "in sync at %s (%s): deployed by run %s\n", last.Release, d.snap.ShortHash, last.ID)
 		return nil
 	}
-	return d.deploy(c, s, hist, runSpec{Kind: "sync", RecordInSync: !inSync})
+	return d.deploy(c, s, hist, runSpec{Kind: "sync", RecordInSync: !synced})
 }
 
 // lastSucceeded is the newest successful run among recs (oldest first).
@@ -62,13 +62,32 @@ func lastSucceeded(recs []*playbook.Record) *playbook.Record {
 	return nil
 }
 
-// sameRelease reports whether rec deployed exactly m's packages.
-func sameRelease(rec *playbook.Record, m *playbook.Manifest) bool {
+// samePackages reports whether rec deployed exactly m's packages.
+func samePackages(rec *playbook.Record, m *playbook.Manifest) bool {
 	want := make([]string, len(m.Packages))
 	for i, p := range m.Packages {
 		want[i] = p.NEVRA()
 	}
-	return rec.Release == m.Release && slices.Equal(slices.Sorted(slices.Values(rec.Packages)), slices.Sorted(slices.Values(want)))
+	return slices.Equal(slices.Sorted(slices.Values(rec.Packages)), slices.Sorted(slices.Values(want)))
+}
+
+// inSync reports whether rec, a successful run, deployed what dep asks
+// for now: the same release and packages to the same hosts. A host added
+// to the inventory is a change to deploy, as a new manifest is.
+func inSync(rec *playbook.Record, dep *playbook.Deployment) bool {
+	if rec.Release != dep.Manifest.Release || !samePackages(rec, dep.Manifest) {
+		return false
+	}
+	var had, want []string
+	for _, h := range rec.Hosts {
+		had = append(had, h.Name)
+	}
+	for _, h := range dep.Hosts {
+		want = append(want, h.Name)
+	}
+	slices.Sort(had)
+	slices.Sort(want)
+	return slices.Equal(had, want)
 }
 
 func resumeCommand(s streams) *cli.Command {
