@@ -116,11 +116,14 @@ type HostRecord struct {
 	After  map[string]string `yaml:"after,omitempty" json:"after,omitempty"`
 	// Balancer is the host's state in the balancer when the run ended, as the
 	// balancer reported it (e.g. "ready/up", "maint/down").
-	Balancer  string       `yaml:"balancer,omitempty" json:"balancer,omitempty"`
-	StartedAt *time.Time   `yaml:"started_at,omitempty" json:"started_at,omitempty"`
-	Duration  string       `yaml:"duration,omitempty" json:"duration,omitempty"`
-	Error     string       `yaml:"error,omitempty" json:"error,omitempty"`
-	Steps     []StepRecord `yaml:"steps,omitempty" json:"steps,omitempty"`
+	Balancer  string     `yaml:"balancer,omitempty" json:"balancer,omitempty"`
+	StartedAt *time.Time `yaml:"started_at,omitempty" json:"started_at,omitempty"`
+	Duration  string     `yaml:"duration,omitempty" json:"duration,omitempty"`
+	Error     string     `yaml:"error,omitempty" json:"error,omitempty"`
+	// Interrupted marks a failure caused by the run's interruption, not by
+	// the host's change.
+	Interrupted bool         `yaml:"interrupted,omitempty" json:"interrupted,omitempty"`
+	Steps       []StepRecord `yaml:"steps,omitempty" json:"steps,omitempty"`
 }
 
 // StepRecord is one step on one host (or one gate check).

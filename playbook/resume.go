@@ -22,15 +22,14 @@ func (rec *Record) CheckResumable() error {
 // drained host is verified and put back). Hosts that finished keep their
 // entries and are not run again.
 func (rec *Record) Resume(by, from string, at time.Time) (inFlight []string) {
-	interrupted := rec.Outcome == OutcomeInterrupted
 	for i := range rec.Hosts {
 		h := &rec.Hosts[i]
 		switch {
-		case h.Status == HostRunning, h.Status == HostFailed && interrupted:
-			// An interruption fails the hosts it stops mid-way; a failure
-			// of their own would have ended the run as failed instead.
+		case h.Status == HostRunning, h.Status == HostFailed && h.Interrupted:
+			// An interruption fails the hosts it stops mid-way; their
+			// own failures stay failures.
 			inFlight = append(inFlight, h.Name)
-			h.Status, h.Error = HostPending, ""
+			h.Status, h.Error, h.Interrupted = HostPending, "", false
 		case h.Status == HostUntouched:
 			h.Status = HostPending
 		}

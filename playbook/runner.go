@@ -408,7 +408,9 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		case st.stopped != "":
 		case ctx.Err() != nil:
 			// Failing because the run is being interrupted is not a
-			// failure of the host's change; runBatch records the interruption.
+			// failure of the host's change; runBatch records the
+			// interruption, and a resume runs the host again.
+			hr.Interrupted = true
 		case shouldStop(st.failures, st.plan.Strategy.MaxFailures):
 			st.stopped = fmt.Sprintf("batch %d: %s failed: %s", batch, name, firstLine(failure.Error()))
 			st.outcome = OutcomeFailed

@@ -25,8 +25,8 @@ const DefaultHistoryBranch = "lieutenant/runs"
 // is before the first Put.
 var ErrNoHistory = errors.New("history branch does not exist yet")
 
-// errStaleNoChange asks update to try again after a fetch.
-var errStaleNoChange = errors.New("no change on a stale tip")
+// errStale asks update to decide again after a fetch.
+var errStale = errors.New("decided on a stale tip")
 
 // maxPutAttempts bounds how often Put rebuilds on a branch that keeps
 // moving. Each round some writer wins, so this many attempts get a write
@@ -97,14 +97,34 @@ func (h *History) Put(ctx context.Context, p string, data []byte, message string
 // branch is read again, change is asked again on the new tip and the write
 // is retried, up to a bound; the other writer's commits are kept. Without a
 // remote, Update refuses to move the branch while a work tree has it
-// checked out.
+// checked out. An error from change is returned as it is.
 func (h *History) Update(ctx context.Context, p string, change Change, message string) (string, error) {
-	hash, err := h.update(ctx, p, change, message)
+	return h.UpdateIf(ctx, p, nil, change, message)
+}
+
+// Guard vetoes a write by returning an error, after reading other files
+// of the same tip the write is built on (read returns nil for a missing
+// file). The compare-and-swap makes the check and the write one step.
+type Guard func(read func(path string) ([]byte, error)) error
+
+// UpdateIf is Update with a guard checked on the same tip: a run's record
+// is written only while the run still holds its lock, say.
+func (h *History) UpdateIf(ctx context.Context, p string, guard Guard, change Change, message string) (string, error) {
+	hash, err := h.update(ctx, p, guard, change, message)
+	var refused *changeError
+	if errors.As(err, &refused) {
+		return "", refused.err
+	}
 	if err != nil {
 		return "", fmt.Errorf("write %s to %s: %w", p, h.where(), err)
 	}
 	return hash, nil
 }
+
+// changeError carries an error of a Change or Guard through update.
+type changeError struct{ err error }
+
+func (e *changeError) Error() string { return e.err.Error() }
 
 // where names the branch in messages: with a remote, the remote's URL too.
 func (h *History) where() string {
@@ -114,7 +134,7 @@ func (h *History) where() string {
 	return h.branch
 }
 
-func (h *History) update(ctx context.Context, p string, change Change, message string) (string, error) {
+func (h *History) update(ctx context.Context, p string, guard Guard, change Change, message string) (string, error) {
 	parts, err := splitTreePath(p)
 	if err != nil {
 		return "", err
@@ -138,39 +158,40 @@ func (h *History) update(ctx context.Context, p string, change Change, message s
 		}
 		var commit plumbing.Hash
 		err := r.locked(func() error {
-			tip, err := r.readRef(h.tipRef())
+			base, expect, err := h.tip()
 			if err != nil {
 				return err
 			}
 			var changed bool
-			if commit, changed, err = h.commitOn(tip, parts, change, message); err != nil || !changed {
-				commit = tip
-				if err == nil && !changed && r.remote != nil && !fetched {
-					// "Nothing to change" may come from a stale copy of
-					// the remote branch: decide again on a fresh one.
-					fetched = true
-					if err := r.fetch(ctx, h.branch); err != nil {
-						return err
-					}
-					return errStaleNoChange
+			commit, changed, err = h.commitOn(base, parts, guard, change, message)
+			if err == nil && changed {
+				if r.remote == nil {
+					return r.casRef(ctx, h.ref, commit, base)
 				}
-				return err
+				return h.pushCAS(ctx, commit, expect)
 			}
-			if r.remote == nil {
-				return r.casRef(ctx, h.ref, commit, tip)
+			commit = base
+			var refused *changeError
+			if r.remote != nil && !fetched && (err == nil || errors.As(err, &refused)) {
+				// "Nothing to change", or a refusal such as "locked", may
+				// come from a stale copy of the remote branch: decide
+				// again on a fresh one.
+				fetched = true
+				if err := r.fetch(ctx, h.branch); err != nil {
+					return err
+				}
+				return errStale
 			}
-			return h.pushCAS(ctx, commit, tip)
+			return err
 		})
-		if err == nil {
+		switch {
+		case err == nil:
 			return commit.String(), nil
-		}
-		if errors.Is(err, errStaleNoChange) {
+		case errors.Is(err, errStale):
 			continue
-		}
-		if !errors.Is(err, ErrBranchMoved) {
+		case !errors.Is(err, ErrBranchMoved):
 			return "", err
-		}
-		if attempt == maxPutAttempts {
+		case attempt == maxPutAttempts:
 			return "", fmt.Errorf("gave up after %d attempts: %w", attempt, err)
 		}
 		// Jitter so that writers who lost together do not collide again.
@@ -180,8 +201,26 @@ func (h *History) update(ctx context.Context, p string, change Change, message s
 	}
 }
 
-// tipRef is where the branch is read: the remote-tracking ref when there
-// is a remote, since the remote's branch is the one that counts.
+// tip returns the commit a write builds on and the value the branch must
+// have for the write to land. Without a remote both are the branch. With
+// one, the branch is the remote's (its tracking ref); when the remote has
+// no such branch yet but this repository does (history written before the
+// remote was used), the first push carries that history over. Called with
+// r.mu held.
+func (h *History) tip() (base, expect plumbing.Hash, err error) {
+	r := h.repo
+	if r.remote == nil {
+		base, err = r.readRef(h.ref)
+		return base, base, err
+	}
+	if expect, err = r.readRef(h.tipRef()); err != nil || !expect.IsZero() {
+		return expect, expect, err
+	}
+	base, err = r.readRef(h.ref)
+	return base, expect, err
+}
+
+// tipRef is the remote-tracking ref with a remote, the branch without.
 func (h *History) tipRef() plumbing.ReferenceName {
 	if rm := h.repo.remote; rm != nil {
 		return plumbing.NewRemoteReferenceName(rm.Name, h.branch)
@@ -192,7 +231,7 @@ func (h *History) tipRef() plumbing.ReferenceName {
 // commitOn writes the commit that applies change on top of tip (zero: an
 // orphan). changed is false when change leaves the file as it is. Called
 // with r.mu held.
-func (h *History) commitOn(tip plumbing.Hash, parts []string, change Change, message string) (_ plumbing.Hash, changed bool, _ error) {
+func (h *History) commitOn(tip plumbing.Hash, parts []string, guard Guard, change Change, message string) (_ plumbing.Hash, changed bool, _ error) {
 	r := h.repo
 	var base plumbing.Hash
 	var parents []plumbing.Hash
@@ -203,13 +242,25 @@ func (h *History) commitOn(tip plumbing.Hash, parts []string, change Change, mes
 		}
 		base, parents = c.TreeHash, []plumbing.Hash{tip}
 	}
+	if guard != nil {
+		read := func(p string) ([]byte, error) {
+			parts, err := splitTreePath(p)
+			if err != nil {
+				return nil, err
+			}
+			return r.fileAt(base, parts)
+		}
+		if err := guard(read); err != nil {
+			return plumbing.ZeroHash, false, &changeError{err}
+		}
+	}
 	current, err := r.fileAt(base, parts)
 	if err != nil {
 		return plumbing.ZeroHash, false, err
 	}
 	data, err := change(current)
 	if err != nil {
-		return plumbing.ZeroHash, false, err
+		return plumbing.ZeroHash, false, &changeError{err}
 	}
 	var blob plumbing.Hash // zero: remove
 	if data != nil {
@@ -233,10 +284,11 @@ func (h *History) commitOn(tip plumbing.Hash, parts []string, change Change, mes
 	return commit, true, nil
 }
 
-// pushCAS pushes commit, built on tip, to the remote branch. When the push
-// fails, the branch is fetched to tell a lost race (ErrBranchMoved: try
-// again on the new tip) from a real failure, and from a push that went
-// through although its answer was lost. Called with r.mu held.
+// pushCAS pushes commit to the remote branch, which must be at tip (zero:
+// absent). When the push fails, the branch is fetched to tell a lost race
+// (ErrBranchMoved: try again on the new tip) from a real failure, and from
+// a push that went through although its answer was lost. Called with r.mu
+// held.
 func (h *History) pushCAS(ctx context.Context, commit, tip plumbing.Hash) error {
 	r := h.repo
 	pushErr := r.push(ctx, h.branch, commit, tip)
@@ -260,7 +312,11 @@ func (h *History) pushCAS(ctx context.Context, commit, tip plumbing.Hash) error 
 	}
 	// The local branch follows when nobody else moved it, so that
 	// `git log lieutenant/runs` works in a clone too.
-	if local, err := r.readRef(h.ref); err == nil && (local == tip || local.IsZero()) {
+	var parent plumbing.Hash
+	if c, err := object.GetCommit(r.storage, commit); err == nil && len(c.ParentHashes) == 1 {
+		parent = c.ParentHashes[0]
+	}
+	if local, err := r.readRef(h.ref); err == nil && (local == tip || local.IsZero() || local == parent) {
 		if r.checkNotCheckedOut(h.ref) == nil {
 			_ = r.casRef(ctx, h.ref, commit, local)
 		}
@@ -295,7 +351,7 @@ func (h *History) snapshot(ctx context.Context) (*Snapshot, error) {
 	err := h.repo.locked(func() error {
 		// The ref is read exactly: a revision lookup could pick a tag or
 		// a hash prefix that happens to look like the branch name.
-		tip, err := h.repo.readRef(h.tipRef())
+		tip, _, err := h.tip()
 		if err != nil {
 			return err
 		}

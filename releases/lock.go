@@ -2,6 +2,8 @@ package releases
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -28,11 +30,29 @@ type Lock struct {
 	Release     string    `yaml:"release" json:"release"`
 	Commit      string    `yaml:"manifest_commit" json:"manifest_commit"`
 	Message     string    `yaml:"message,omitempty" json:"message,omitempty"`
+	// Token names the holding process: a resume takes the lock over with
+	// a token of its own, so the process it replaced, should it still be
+	// alive somewhere, can neither record another step nor unlock.
+	Token string `yaml:"token" json:"-"`
 }
+
+// NewLockToken returns a fresh, random lock token.
+func NewLockToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails since Go 1.24
+	return hex.EncodeToString(b[:])
+}
+
+// ErrLockLost is a write refused because the run no longer holds its
+// environment's lock: it was broken by force or taken over by a resume.
+var ErrLockLost = errors.New("the run no longer holds the environment's lock (broken with lock release --force, or taken over by a resume; see lieutenant lock status)")
 
 // LockedError says that another run holds the environment.
 type LockedError struct {
 	Lock Lock
+	// HolderEnded is the outcome of the holding run when its record says
+	// it ended: its process stopped before it could unlock.
+	HolderEnded string
 }
 
 func (e *LockedError) Error() string {
@@ -41,6 +61,9 @@ func (e *LockedError) Error() string {
 		l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From, l.PID, l.Since.UTC().Format(time.RFC3339))
 	if l.Message != "" {
 		msg += ": " + l.Message
+	}
+	if e.HolderEnded != "" {
+		return msg + fmt.Sprintf("; that run ended %s but its process stopped before it released the lock: release it with `lieutenant lock release --env %s --force`", e.HolderEnded, l.Environment)
 	}
 	if e.HolderGone() {
 		return msg + fmt.Sprintf("; that process is gone: finish the run with `lieutenant resume %s`", l.Run)
@@ -128,32 +151,71 @@ func (h *History) ReadLock(ctx context.Context, env string) (*Lock, error) {
 }
 
 // TryLock takes l.Environment for run l.Run, or fails with a *LockedError
-// naming the holder. Taking a lock the run already holds succeeds and
-// changes nothing, which is what resume does.
+// naming the holder. Taking a lock this process (l.Token) holds already
+// changes nothing.
 func (h *History) TryLock(ctx context.Context, l Lock) error {
+	return h.lock(ctx, l, "")
+}
+
+// TakeOver takes l.Environment's lock from the process of the same run
+// that holds it with token from (a dead one, which resume replaces). It
+// fails with a *LockedError if the lock is not that any more.
+func (h *History) TakeOver(ctx context.Context, l Lock, from string) error {
+	return h.lock(ctx, l, from)
+}
+
+func (h *History) lock(ctx context.Context, l Lock, from string) error {
 	p, err := LockPath(l.Environment)
 	if err != nil {
 		return err
+	}
+	if l.Token == "" {
+		return fmt.Errorf("lock %s: no token", l.Environment)
 	}
 	data, err := yaml.Marshal(l)
 	if err != nil {
 		return fmt.Errorf("encode lock: %w", err)
 	}
 	msg := fmt.Sprintf("%s: locked by run %s (%s of %s)\n\n%s from %s.\n", l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From)
+	if from != "" {
+		msg = fmt.Sprintf("%s: run %s taken over (%s)\n\n%s from %s resumes it.\n", l.Environment, l.Run, l.Kind, l.HeldBy, l.From)
+	}
 	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
 		if cur == nil {
 			return data, nil
 		}
 		held, err := h.parseLock(p, l.Environment, cur)
-		if err != nil {
+		switch {
+		case err != nil:
 			return nil, err
+		case held.Run == l.Run && held.Token == l.Token:
+			return cur, nil
+		case held.Run == l.Run && from != "" && held.Token == from:
+			return data, nil
 		}
-		if held.Run != l.Run {
-			return nil, &LockedError{Lock: *held}
-		}
-		return cur, nil
+		return nil, &LockedError{Lock: *held}
 	}, msg)
 	return err
+}
+
+// Guard returns the check that the lock l is still held as it was taken,
+// for writes that must not happen without it (see UpdateIf).
+func (l Lock) Guard() Guard {
+	return func(read func(string) ([]byte, error)) error {
+		p, err := LockPath(l.Environment)
+		if err != nil {
+			return err
+		}
+		data, err := read(p)
+		if err != nil {
+			return err
+		}
+		var held Lock
+		if data == nil || yaml.Unmarshal(data, &held) != nil || held.Run != l.Run || held.Token != l.Token {
+			return fmt.Errorf("%s: %w", l.Environment, ErrLockLost)
+		}
+		return nil
+	}
 }
 
 // Lock takes the lock like TryLock, waiting up to wait for a holder to
@@ -175,20 +237,20 @@ func (h *History) Lock(ctx context.Context, l Lock, wait, poll time.Duration) er
 	}
 }
 
-// Unlock releases env's lock if run holds it; a lock someone else holds
-// (after a forced release, say) is left alone.
-func (h *History) Unlock(ctx context.Context, env, run, outcome string) error {
-	p, err := LockPath(env)
+// Unlock releases l's lock if this process still holds it; a lock someone
+// else holds now (after a forced release or a takeover) is left alone.
+func (h *History) Unlock(ctx context.Context, l Lock, outcome string) error {
+	p, err := LockPath(l.Environment)
 	if err != nil {
 		return err
 	}
-	msg := fmt.Sprintf("%s: unlocked by run %s (%s)\n", env, run, outcome)
+	msg := fmt.Sprintf("%s: unlocked by run %s (%s)\n", l.Environment, l.Run, outcome)
 	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
 		if cur == nil {
 			return nil, nil
 		}
-		held, err := h.parseLock(p, env, cur)
-		if err == nil && held.Run != run {
+		held, err := h.parseLock(p, l.Environment, cur)
+		if err == nil && (held.Run != l.Run || held.Token != l.Token) {
 			return cur, nil
 		}
 		return nil, err

@@ -14,8 +14,15 @@ import (
 type Recorder struct {
 	hist  *History
 	path  string
+	guard Guard
 	saved atomic.Bool
 }
+
+// HoldingLock makes every save of a running run check, in the same
+// compare-and-swap, that l is still held: a run whose lock was broken or
+// taken over stops before its next change. The final save, which only
+// tells what happened, is made regardless.
+func (r *Recorder) HoldingLock(l Lock) { r.guard = l.Guard() }
 
 // NewRecorder returns the Recorder for rec's run (its ID and Environment
 // must be set).
@@ -36,7 +43,12 @@ func (r *Recorder) Save(ctx context.Context, rec *playbook.Record) error {
 	if err != nil {
 		return fmt.Errorf("encode run record %s: %w", rec.ID, err)
 	}
-	if _, err = r.hist.Put(ctx, r.path, data, recordMessage(rec)); err != nil {
+	guard := r.guard
+	if rec.Outcome != playbook.OutcomeRunning {
+		guard = nil
+	}
+	put := func([]byte) ([]byte, error) { return data, nil }
+	if _, err = r.hist.UpdateIf(ctx, r.path, guard, put, recordMessage(rec)); err != nil {
 		return err
 	}
 	r.saved.Store(true)

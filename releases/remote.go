@@ -1,6 +1,7 @@
 package releases
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -199,8 +201,15 @@ func (r *Repo) Fetch(ctx context.Context, branches ...string) error {
 	return r.locked(func() error { return r.fetch(ctx, branches...) })
 }
 
+// gitTimeout bounds one conversation with the remote: a stalled server
+// must fail the write (which stops the run and repairs the host in flight)
+// rather than hang it.
+const gitTimeout = 2 * time.Minute
+
 // fetch is Fetch with r.mu held.
 func (r *Repo) fetch(ctx context.Context, branches ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
 	rm := r.remote
 	specs := make([]config.RefSpec, len(branches))
 	for i, b := range branches {
@@ -248,6 +257,8 @@ func (r *Repo) fetch(ctx context.Context, branches ...string) error {
 // branch is somewhere else by then, which makes it a compare-and-swap.
 // Called with r.mu held.
 func (r *Repo) push(ctx context.Context, branch string, commit, old plumbing.Hash) error {
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
 	rm := r.remote
 	// go-git pushes from a ref; a private one per push keeps concurrent
 	// lieutenant processes on one clone out of each other's way.
@@ -257,15 +268,22 @@ func (r *Repo) push(ctx context.Context, branch string, commit, old plumbing.Has
 	}
 	defer r.storage.RemoveReference(src)
 	dst := plumbing.NewBranchReferenceName(branch)
+	// The server's own words (a protected branch, a hook's message) come
+	// as progress lines.
+	var said bytes.Buffer
 	opts := &git.PushOptions{
 		RemoteName: rm.Name,
 		RefSpecs:   []config.RefSpec{config.RefSpec(src + ":" + dst)},
 		Auth:       rm.auth,
+		Progress:   &said,
 	}
 	if !old.IsZero() {
 		opts.RequireRemoteRefs = []config.RefSpec{config.RefSpec(old.String() + ":" + dst.String())}
 	}
 	if err := rm.git.PushContext(ctx, opts); err != nil {
+		if msg := strings.Join(strings.Fields(said.String()), " "); msg != "" {
+			err = fmt.Errorf("%w (the server said: %s)", err, msg)
+		}
 		return rm.fail("push", branch, err)
 	}
 	return nil

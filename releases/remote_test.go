@@ -111,7 +111,7 @@ func TestRemotePutsFromTwoClonesAllArrive(t *testing.T) {
 
 func testLock(env, run string) releases.Lock {
 	return releases.Lock{Environment: env, Run: run, Kind: "run", HeldBy: "Ann <ann@example.com>", From: "ann@laptop",
-		PID: 1, Since: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), Release: "2026.11.1", Commit: "abc"}
+		PID: 1, Since: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), Release: "2026.11.1", Commit: "abc", Token: "token-" + run}
 }
 
 // Two machines race for one environment: exactly one gets the lock, the
@@ -161,15 +161,23 @@ func TestRemoteLockReleaseAndBreak(t *testing.T) {
 	ctx := context.Background()
 	a := remoteHistory(t, cloneOf(t, bare))
 	b := remoteHistory(t, cloneOf(t, bare))
-	if err := a.TryLock(ctx, testLock("production", "run-a")); err != nil {
+	lockA, lockB := testLock("production", "run-a"), testLock("production", "run-b")
+	if err := a.TryLock(ctx, lockA); err != nil {
 		t.Fatal(err)
 	}
-	// Taking it again for the same run (a resume) is fine.
-	if err := a.TryLock(ctx, testLock("production", "run-a")); err != nil {
+	// Taking it again in the same process is fine; another process of the
+	// same run is refused.
+	if err := a.TryLock(ctx, lockA); err != nil {
 		t.Fatalf("re-taking one's own lock: %v", err)
 	}
+	twin := lockA
+	twin.Token = "another-process"
+	var locked *releases.LockedError
+	if err := b.TryLock(ctx, twin); !errors.As(err, &locked) {
+		t.Fatalf("a second process of run-a took its lock: %v", err)
+	}
 	// Another run's unlock leaves it alone.
-	if err := b.Unlock(ctx, "production", "run-b", "succeeded"); err != nil {
+	if err := b.Unlock(ctx, lockB, "succeeded"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Refresh(ctx); err != nil {
@@ -186,17 +194,37 @@ func TestRemoteLockReleaseAndBreak(t *testing.T) {
 	if !strings.Contains(msg, "released by force by Bob") || !strings.Contains(msg, "held by run run-a") {
 		t.Errorf("break commit:\n%s", msg)
 	}
-	if err := b.TryLock(ctx, testLock("production", "run-b")); err != nil {
+	// run-a's next record write sees that the lock is gone.
+	_, err = a.UpdateIf(ctx, "runs/production/run-a.yaml", lockA.Guard(), func([]byte) ([]byte, error) { return []byte("x\n"), nil }, "save")
+	if !errors.Is(err, releases.ErrLockLost) {
+		t.Errorf("a save after the lock was broken: %v, want ErrLockLost", err)
+	}
+	if err := b.TryLock(ctx, lockB); err != nil {
 		t.Fatalf("lock after break: %v", err)
 	}
 	// run-a ends late and must not remove run-b's lock.
-	if err := a.Unlock(ctx, "production", "run-a", "failed"); err != nil {
+	if err := a.Unlock(ctx, lockA, "failed"); err != nil {
 		t.Fatal(err)
 	}
 	if l, _ := b.ReadLock(ctx, "production"); l == nil || l.Run != "run-b" {
 		t.Errorf("lock after a late unlock: %+v", l)
 	}
-	if err := b.Unlock(ctx, "production", "run-b", "succeeded"); err != nil {
+	// A resume takes run-b over; run-b's old process can neither save nor unlock.
+	resumed := lockB
+	resumed.Token = "resume"
+	if err := a.TakeOver(ctx, resumed, lockB.Token); err != nil {
+		t.Fatalf("take over: %v", err)
+	}
+	if _, err := b.UpdateIf(ctx, "runs/production/run-b.yaml", lockB.Guard(), func([]byte) ([]byte, error) { return []byte("x\n"), nil }, "save"); !errors.Is(err, releases.ErrLockLost) {
+		t.Errorf("the replaced process saved: %v", err)
+	}
+	if err := b.Unlock(ctx, lockB, "failed"); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := a.ReadLock(ctx, "production"); l == nil || l.Token != "resume" {
+		t.Errorf("the replaced process unlocked the resume's lock: %+v", l)
+	}
+	if err := a.Unlock(ctx, resumed, "succeeded"); err != nil {
 		t.Fatal(err)
 	}
 	if out := testenv.Git(t, bare, "ls-tree", "-r", "--name-only", releases.DefaultHistoryBranch); strings.Contains(out, "locks/") {

@@ -216,3 +216,33 @@ func (s *Snapshot) String() string {
 	}
 	return s.Rev + " (" + s.ShortHash + ")"
 }
+
+// CheckAncestor verifies that rev is a full commit hash reachable from the
+// commit tip (or tip itself): that the commit a record names is one of the
+// manifest branch's, not one only a history-branch writer vouches for.
+func (r *Repo) CheckAncestor(rev, tip string) error {
+	if len(rev) != 2*len(plumbing.ZeroHash) || !isHex(rev) {
+		return fmt.Errorf("commit %q is not a full commit hash", rev)
+	}
+	return r.locked(func() error {
+		if strings.EqualFold(rev, tip) {
+			return nil
+		}
+		anc, err := object.GetCommit(r.storage, plumbing.NewHash(rev))
+		if err != nil {
+			return fmt.Errorf("commit %s is not on the manifest branch: %w", rev[:12], err)
+		}
+		desc, err := object.GetCommit(r.storage, plumbing.NewHash(tip))
+		if err != nil {
+			return fmt.Errorf("read commit %s: %w", tip, err)
+		}
+		ok, err := anc.IsAncestor(desc)
+		if err != nil {
+			return fmt.Errorf("commit %s: %w", rev[:12], err)
+		}
+		if !ok {
+			return fmt.Errorf("commit %s is not on the manifest branch (not an ancestor of %s)", rev[:12], tip[:12])
+		}
+		return nil
+	})
+}

@@ -33,38 +33,53 @@ type promptApprover struct {
 	// swallow the answer to the next one.
 	start sync.Once
 	in    *bufio.Reader
-	lines chan string
+	lines chan line
+}
+
+// line is an answer and when it was read: one read before the question
+// (typed during a batch, or for a gate decided elsewhere) answers nothing.
+type line struct {
+	text string
+	at   time.Time
 }
 
 func newPromptApprover(in *os.File, out io.Writer, by string) *promptApprover {
-	return &promptApprover{in: bufio.NewReader(in), flush: func() { discardTypeahead(in) }, out: out, by: by, lines: make(chan string)}
+	return &promptApprover{in: bufio.NewReader(in), flush: func() { discardTypeahead(in) }, out: out, by: by, lines: make(chan line)}
 }
 
 func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) (bool, string, error) {
+	// An Enter pressed while the batch ran must not answer this question:
+	// what the terminal holds is dropped, and what the reader took before
+	// the question is ignored below.
+	p.flush()
 	p.start.Do(func() {
 		go func() {
 			for {
-				line, err := p.in.ReadString('\n')
+				text, err := p.in.ReadString('\n')
 				if err != nil {
 					close(p.lines)
 					return
 				}
-				p.lines <- strings.TrimSpace(strings.ToLower(line))
+				p.lines <- line{strings.TrimSpace(strings.ToLower(text)), time.Now()}
 			}
 		}()
 	})
-	// An Enter pressed while the batch ran must not answer this question.
-	p.flush()
+	asked := time.Now()
 	fmt.Fprintf(p.out, "\nBatch %d of %d done; at %s: %s.\nContinue with batch %d (%s)? [y/N] ",
 		req.AfterBatch, req.Batches, req.Release, strings.Join(req.Done, ", "), req.AfterBatch+1, strings.Join(req.Next, ", "))
-	select {
-	case <-ctx.Done():
-		return false, p.by, ctx.Err()
-	case a, ok := <-p.lines:
-		if !ok {
-			return false, p.by, fmt.Errorf("the terminal closed")
+	for {
+		select {
+		case <-ctx.Done():
+			return false, p.by, ctx.Err()
+		case a, ok := <-p.lines:
+			if !ok {
+				return false, p.by, fmt.Errorf("the terminal closed")
+			}
+			if a.at.Before(asked) {
+				continue
+			}
+			return a.text == "y" || a.text == "yes", p.by, nil
 		}
-		return a == "y" || a == "yes", p.by, nil
 	}
 }
 

@@ -30,7 +30,10 @@ type deployment struct {
 type source struct {
 	repo *releases.Repo
 	// branch is the remote's manifest branch ("" without a remote).
-	branch  string
+	branch string
+	// tip is the manifest revision the command read (--rev, or the
+	// branch's tip); commits that records name must be among its history.
+	tip     *releases.Snapshot
 	cleanup func()
 }
 
@@ -152,6 +155,7 @@ func openRepo(c *cli.Context) (*source, *releases.Snapshot, error) {
 		src.Close()
 		return nil, nil, err
 	}
+	src.tip = snap
 	return src, snap, nil
 }
 

@@ -430,6 +430,9 @@ steps:
 	if res.Failed != 0 || res.Rate() < 150 {
 		t.Errorf("want zero failed requests at >= 150/s over the whole episode: %s", res)
 	}
+	if log := testenv.Git(t, s.bare, "log", "--format=%s", "lieutenant/runs"); !strings.Contains(log, "production: run "+id+" taken over (run)") {
+		t.Errorf("the resume did not take the dead process's lock over:\n%s", log)
+	}
 	rec := s.record(t, id)
 	for _, want := range []string{"outcome: succeeded", "resumed:", "in_flight:", "- web-1"} {
 		if !strings.Contains(rec, want) {
@@ -598,6 +601,18 @@ func TestGitFaultsTouchNoHost(t *testing.T) {
 			t.Errorf("lock release --force: exit %d\n%s%s", code, stdout, stderr)
 		}
 	})
+	t.Run("forged record", func(t *testing.T) {
+		// Someone who can push the history branch, not main, writes a
+		// "running" record naming a commit of their own.
+		forged := testenv.Git(t, s.bare, "rev-parse", "empty")
+		id := "2026-01-02T00-00-00Z-beef"
+		writeHistory(t, "runs/production/"+id+".yaml", "id: "+id+"\nenvironment: production\nkind: run\nrelease: x\nmanifest_commit: "+forged+"\noutcome: running\n")
+		_, stderr, code := s.lieutenant(t, "resume", "--yes", id)
+		if code != exitError || !strings.Contains(stderr, "is not on the manifest branch") {
+			t.Errorf("resume of a forged record: exit %d\n%s", code, stderr)
+		}
+		untouched(t)
+	})
 	t.Run("malformed record", func(t *testing.T) {
 		writeHistory(t, "runs/production/2026-01-01T00-00-00Z-0000.yaml", "id: [\n")
 		_, stderr, code := s.lieutenant(t, "history", "--env", "production")
@@ -659,7 +674,7 @@ func TestHealAndLockWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	lock := releases.Lock{Environment: "production", Run: "2026-11-28T09-00-00Z-aaaa", Kind: "run", HeldBy: "Ann <ann@example.com>",
-		From: "ann@elsewhere", PID: 4242, Since: time.Now().UTC().Truncate(time.Second), Release: "2026.11.3"}
+		From: "ann@elsewhere", PID: 4242, Since: time.Now().UTC().Truncate(time.Second), Release: "2026.11.3", Token: "ann"}
 	if err := hist.TryLock(ctx, lock); err != nil {
 		t.Fatal(err)
 	}
@@ -673,7 +688,7 @@ func TestHealAndLockWait(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(time.Second)
-		hist.Unlock(context.Background(), "production", lock.Run, "succeeded")
+		hist.Unlock(context.Background(), lock, "succeeded")
 	}()
 	start := time.Now()
 	if _, stderr, code := s.lieutenant(t, "sync", "--env", "production", "--lock-wait", "30s"); code != exitOK {

@@ -69,6 +69,9 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 	if err != nil {
 		return err
 	}
+	if err := d.repo.CheckAncestor(target.Revision, d.snap.Hash); err != nil {
+		return fmt.Errorf("rollback to run %s: its manifest commit: %w", target.ID, err)
+	}
 	old, err := d.repo.Snapshot(ctx, target.Revision)
 	if err != nil {
 		return fmt.Errorf("rollback to run %s: its manifest commit: %w", target.ID, err)
@@ -88,7 +91,7 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 	id := releases.NewRunID(time.Now())
 	// The lock comes first: a rollback commit nobody deploys would tell the
 	// next reader of the manifest something false.
-	held, err := d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: "rollback", Release: target.Release, Commit: target.Revision})
+	held, err := d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: "rollback", Release: target.Release, Commit: target.Revision}, "")
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -83,6 +84,8 @@ type runSpec struct {
 	Resume *playbook.Record
 	// Held is the environment's lock when the caller took it already.
 	Held *heldLock
+	// TakeOver is the token of the dead process whose lock a resume takes.
+	TakeOver string
 	// RecordInSync records a run even when every host has the release
 	// already (sync, when the manifest moved to what the fleet runs).
 	RecordInSync bool
@@ -95,12 +98,27 @@ type heldLock struct {
 	outcome string // for the unlock commit's message
 }
 
-// takeLock takes env's lock for run id in Git, waiting up to --lock-wait.
-func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock) (*heldLock, error) {
+// takeLock takes env's lock for run l.Run in Git, waiting up to
+// --lock-wait, or with from set takes it over from the dead process of
+// the same run that held it with that token.
+func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock, from string) (*heldLock, error) {
 	op := src.repo.Operator()
-	l.HeldBy, l.From, l.PID = op.Who(), op.Where(), os.Getpid()
+	l.HeldBy, l.From, l.PID, l.Token = op.Who(), op.Where(), os.Getpid(), releases.NewLockToken()
 	l.Since, l.Message = time.Now().UTC().Truncate(time.Second), c.String("message")
-	if err := hist.Lock(c.Context, l, c.Duration("lock-wait"), 2*time.Second); err != nil {
+	var err error
+	if from != "" {
+		err = hist.TakeOver(c.Context, l, from)
+	} else {
+		err = hist.Lock(c.Context, l, c.Duration("lock-wait"), 2*time.Second)
+	}
+	var locked *releases.LockedError
+	if errors.As(err, &locked) {
+		// A holder whose record says it ended will never unlock.
+		if rec, ferr := hist.FindRun(c.Context, locked.Lock.Run); ferr == nil && rec.CheckResumable() != nil {
+			locked.HolderEnded = string(rec.Outcome)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &heldLock{hist: hist, lock: l, outcome: "refused"}, nil
@@ -111,7 +129,7 @@ func (h *heldLock) release(ctx context.Context, s streams) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	env := h.lock.Environment
-	if err := h.hist.Unlock(cctx, env, h.lock.Run, h.outcome); err != nil {
+	if err := h.hist.Unlock(cctx, h.lock, h.outcome); err != nil {
 		fmt.Fprintf(s.err, "lieutenant: could not release the lock of %s: %v; release it with `lieutenant lock release --env %s --force`\n", env, err, env)
 	}
 }
@@ -161,7 +179,7 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 	}
 	held := spec.Held
 	if held == nil {
-		held, err = d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: kind, Release: d.dep.Manifest.Release, Commit: d.snap.Hash})
+		held, err = d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: kind, Release: d.dep.Manifest.Release, Commit: d.snap.Hash}, spec.TakeOver)
 		if err != nil {
 			return err
 		}
@@ -198,6 +216,7 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 	if err != nil {
 		return err
 	}
+	recorder.HoldingLock(held.lock)
 	runner := &playbook.Runner{
 		Connector: conn,
 		Balancer:  balancer,

@@ -118,8 +118,19 @@ EXAMPLE:
 			if err != nil {
 				return err
 			}
-			if l != nil && l.Run == id && l.OnThisMachine() && l.Alive() {
-				return fmt.Errorf("run %s is still going: its process %d on this machine is alive; stop it or wait for it", id, l.PID)
+			takeOver := ""
+			if l != nil && l.Run == id {
+				if l.OnThisMachine() && l.Alive() {
+					return fmt.Errorf("run %s is still going: its process %d on this machine is alive; stop it or wait for it", id, l.PID)
+				}
+				// The dead process's lock becomes this one's; should that
+				// process be alive elsewhere after all, its next save fails.
+				takeOver = l.Token
+			}
+			// The history branch is only as trustworthy as those who can
+			// push to it: what runs must come from the manifest branch.
+			if err := src.repo.CheckAncestor(rec.Revision, src.tip.Hash); err != nil {
+				return fmt.Errorf("resume %s: the run's manifest commit: %w", id, err)
 			}
 			snap, err := src.repo.Snapshot(c.Context, rec.Revision)
 			if err != nil {
@@ -134,7 +145,7 @@ EXAMPLE:
 					return err
 				}
 			}
-			return d.deploy(c, s, hist, runSpec{Resume: rec})
+			return d.deploy(c, s, hist, runSpec{Resume: rec, TakeOver: takeOver})
 		},
 	}
 }

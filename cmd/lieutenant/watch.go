@@ -25,7 +25,8 @@ func watchCommand(s streams) *cli.Command {
 LIEUTENANT_WEBHOOK_SECRET) and GitLab (X-Gitlab-Token equal to LIEUTENANT_GITLAB_TOKEN);
 a request with a missing or bad signature gets 401 and triggers nothing. Pushes of the
 history branch (lieutenant's own records) are ignored. A failed sync is logged and
-tried again at the next trigger. SIGINT or SIGTERM stops it after the current sync.
+tried again at the next trigger. SIGINT or SIGTERM stops it; a rollout in progress is
+interrupted the way run is (hosts in flight repaired, the record saved, the lock released).
 
 EXAMPLE:
    LIEUTENANT_WEBHOOK_SECRET=... lieutenant --repo git@github.com:acme/deploy.git watch --listen :8080`,
