@@ -512,9 +512,16 @@ func TestWatchSyncsOnVerifiedWebhooks(t *testing.T) {
 	if code := post("sha256="+strings.Repeat("0", 64), "refs/heads/main"); code != http.StatusUnauthorized {
 		t.Errorf("badly signed push: %d, want 401", code)
 	}
+	// lieutenant's own record pushes come back as webhooks too.
+	if code := post("good", "refs/heads/lieutenant/runs"); code != http.StatusAccepted {
+		t.Errorf("signed push of the history branch: %d, want 202", code)
+	}
 	time.Sleep(time.Second)
 	if got := s.versions(t); !strings.Contains(got, "1.1.0-1") || strings.Contains(got, "1.0.0-1") {
-		t.Fatalf("a push with a bad signature triggered a sync: %s", got)
+		t.Fatalf("a push with a bad signature, or of the history branch, triggered a sync: %s", got)
+	}
+	if !strings.Contains(errOut.String(), `ref="refs/heads/lieutenant/runs" status=202 outcome="ignored: lieutenant's own history branch"`) {
+		t.Errorf("the history branch's push was not ignored:\n%s", errOut.String())
 	}
 	for range 5 {
 		if code := post("good", "refs/heads/main"); code != http.StatusAccepted {

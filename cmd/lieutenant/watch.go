@@ -67,11 +67,12 @@ func watch(c *cli.Context, s streams) error {
 		if len(cfg.GitHubSecret) == 0 && len(cfg.GitLabToken) == 0 {
 			return usagef("watch --listen needs LIEUTENANT_WEBHOOK_SECRET (GitHub) or LIEUTENANT_GITLAB_TOKEN (GitLab) in the environment; an endpoint anyone can trigger is refused")
 		}
-		notify := func(ref string) {
+		notify := func(ref string) bool {
 			if _, own := historyRefs.Load(ref); own {
-				return
+				return false
 			}
 			trigger.Notify()
+			return true
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/webhook", newWebhookHandler(cfg, notify, logf))

@@ -25,7 +25,7 @@ type webhookConfig struct {
 
 type webhookHandler struct {
 	cfg    webhookConfig
-	notify func(ref string)
+	notify func(ref string) bool
 	logf   func(format string, args ...any)
 }
 
@@ -36,9 +36,10 @@ type webhookDelivery struct {
 }
 
 // newWebhookHandler returns the handler for POST /webhook. A verified push
-// calls notify(ref) with the pushed ref (e.g. "refs/heads/main"); notify must not block.
+// calls notify(ref) with the pushed ref (e.g. "refs/heads/main"), which
+// says whether it queued a sync; notify must not block.
 // An empty secret or token counts as not configured: it would authenticate anyone.
-func newWebhookHandler(cfg webhookConfig, notify func(ref string), logf func(format string, args ...any)) http.Handler {
+func newWebhookHandler(cfg webhookConfig, notify func(ref string) bool, logf func(format string, args ...any)) http.Handler {
 	if notify == nil {
 		panic("newWebhookHandler: nil notify")
 	}
@@ -177,7 +178,9 @@ func (h *webhookHandler) push(body []byte, d *webhookDelivery) (int, string) {
 		return http.StatusBadRequest, "payload has no ref"
 	}
 	d.ref = payload.Ref
-	h.notify(payload.Ref)
+	if !h.notify(payload.Ref) {
+		return http.StatusAccepted, "ignored: lieutenant's own history branch"
+	}
 	return http.StatusAccepted, "sync queued"
 }
 

@@ -334,7 +334,7 @@ func TestWebhook(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var refs, logs []string
 			h := newWebhookHandler(tt.cfg,
-				func(ref string) { refs = append(refs, ref) },
+				func(ref string) bool { refs = append(refs, ref); return true },
 				func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) })
 
 			method := tt.method
@@ -395,7 +395,7 @@ func flipLastHex(sig string) string {
 func TestWebhookLogQuotesHeaders(t *testing.T) {
 	var logs []string
 	h := newWebhookHandler(webhookConfig{GitHubSecret: []byte(testGitHubSecret)},
-		func(string) { t.Error("notify called for an unsigned delivery") },
+		func(string) bool { t.Error("notify called for an unsigned delivery"); return false },
 		func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) })
 	req := httptest.NewRequest(http.MethodPost, "/webhook", strings.NewReader(testPushBody))
 	req.Header["X-Github-Event"] = []string{"push\nwebhook: forged line" + strings.Repeat("y", 4096)}
@@ -412,7 +412,7 @@ func TestWebhookLogQuotesHeaders(t *testing.T) {
 func TestWebhookMultipleSignaturesRefused(t *testing.T) {
 	var refs []string
 	h := newWebhookHandler(webhookConfig{GitHubSecret: []byte(testGitHubSecret)},
-		func(ref string) { refs = append(refs, ref) }, nil)
+		func(ref string) bool { refs = append(refs, ref); return true }, nil)
 	req := httptest.NewRequest(http.MethodPost, "/webhook", strings.NewReader(testPushBody))
 	req.Header.Set("X-GitHub-Event", "push")
 	// The good one first: accepting it would mean ignoring the other.
