@@ -367,3 +367,39 @@ func TestDecisionsFirstOneStands(t *testing.T) {
 		t.Errorf("latest decision: %+v, %v", got, err)
 	}
 }
+
+// History written before a remote was used (in a clone, without one) is
+// carried over by the first push, not left behind.
+func TestRemoteTakesOverLocalHistory(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	clone := filepath.Join(t.TempDir(), "clone")
+	testenv.Git(t, "", "clone", "-q", bare, clone)
+	ctx := context.Background()
+	r, err := releases.Open(clone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	local, err := r.History(releases.DefaultHistoryBranch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := local.Put(ctx, "runs/production/old.yaml", []byte("old\n"), "an old run"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.UseRemote(releases.Remote{Name: "origin", URL: bare}); err != nil {
+		t.Fatal(err)
+	}
+	h := remoteHistory(t, r)
+	if _, err := h.Put(ctx, "runs/production/new.yaml", []byte("new\n"), "a new run"); err != nil {
+		t.Fatal(err)
+	}
+	files := testenv.Git(t, bare, "ls-tree", "-r", "--name-only", releases.DefaultHistoryBranch)
+	if files != "runs/production/new.yaml\nruns/production/old.yaml" {
+		t.Errorf("remote history holds:\n%s", files)
+	}
+	if got, want := testenv.Git(t, clone, "rev-parse", releases.DefaultHistoryBranch), testenv.Git(t, bare, "rev-parse", releases.DefaultHistoryBranch); got != want {
+		t.Errorf("the clone's branch is at %s, the remote's at %s", got, want)
+	}
+}
