@@ -4,7 +4,9 @@
 // step vocabulary, and the Runner that executes a plan.
 //
 // The flow is Load (files at one Git revision) -> Inspect (read installed
-// versions over SSH) -> MakePlan (pure) -> Runner.Run. The Runner reaches
+// versions over SSH) -> MakePlan (pure) -> Runner.Run. A run whose process
+// died is continued from its record alone: Record.Resume, ResumePlan (the
+// record's batches, hosts as observed now) and Runner.Run again. The Runner reaches
 // hosts only through transport.Connector and the load balancer only through
 // lb.Balancer, so tests can put fakes at those seams and the docker-compose
 // fleet only adds hosts.
@@ -22,6 +24,12 @@
 //   - After a failure beyond strategy.max_failures no further host starts;
 //     hosts already in flight finish their steps.
 //   - The record is saved before every irreversible step (drain, change,
-//     enable), when a host finishes and after every gate; a host whose
-//     record cannot be saved takes no further step and the run stops.
+//     enable), when a host finishes, when a gate starts waiting for a
+//     decision and after every gate; a host whose record cannot be saved
+//     takes no further step and the run stops.
+//   - A resumed run never runs a host the record shows finished again, nor
+//     a gate it shows passed; hosts in flight (or failed only because the
+//     run was interrupted) run all their steps again.
+//   - A wait for approval ends at the gate's approval_timeout as aborted,
+//     with the hosts done so far in service.
 package playbook

@@ -1,7 +1,12 @@
 // Package releases is lieutenant's only door to Git. It reads the deploy
 // configuration (lieutenant.yaml, manifests, inventories, playbooks) from a
-// commit, and it writes one run-record file per run onto a history branch
-// (DefaultHistoryBranch, "lieutenant/runs") of the same repository.
+// commit, and it writes onto a history branch (DefaultHistoryBranch,
+// "lieutenant/runs") of the same repository: one run-record file per run
+// (runs/<env>/<id>.yaml), each environment's lock (locks/<env>.yaml) and the
+// decisions on runs' gates (approvals/<env>/<id>.yaml). With a remote
+// (Repo.UseRemote: SSH with verified host keys, HTTPS with a token, or a
+// path), branches are fetched from it and every history write is pushed to
+// it.
 //
 // Invariants:
 //
@@ -9,34 +14,53 @@
 //     fs.FS over one commit's tree: uncommitted edits, untracked files and
 //     the index are invisible to it, so what is deployed is exactly what a
 //     commit hash names.
+//
 //   - History writes never touch the user's work tree, index or HEAD. A Put
 //     builds blob, trees and commit objects directly in the object database
 //     and then moves refs/heads/<branch> only; the branch never needs to be
 //     checked out, and a Put refuses to move it while some work tree has it
 //     checked out (a commit made there would drop the new records).
+//
 //   - A history write is a compare-and-swap of the branch ref: it succeeds
 //     only if the branch still points at the commit the new one was built
 //     on. When another writer (a goroutine, another lieutenant process, or
 //     the git CLI) moved the branch first, the change is rebuilt on the new
 //     tip and tried again, so no writer's commit is ever lost and the
 //     branch history stays linear.
+//
 //   - The compare-and-swap uses git's own lockfile protocol
 //     (refs/heads/<branch>.lock created with O_EXCL, then renamed over the
 //     ref), so it excludes git CLI writers and `git pack-refs` as well as
 //     other lieutenant processes. go-git's CheckAndSetReference is not used:
 //     it locks with flock and rewrites the ref file in place, which the git
 //     CLI does not see (go-git issues #2399, entireio/cli#2204).
+//
 //   - Every object written is what git itself would write (canonically
 //     sorted trees, modes 100644/40000, well-formed identities), so
 //     `git fsck --strict` stays clean and `git log`/`git show` read the
 //     history branch.
+//
 //   - Revisions resolve as `git rev-parse` resolves them (a ref before a
 //     hash prefix, no ambiguous or too-short prefixes); syntax go-git would
 //     silently ignore (main@{yesterday}, main:path) is an error.
+//
 //   - A Repo is safe for concurrent use. go-git's storage is not (go-git
 //     #48, #773), so a Repo serialises its own access with a mutex; other
 //     processes are kept out by the ref lock above.
 //
-// A later milestone adds remotes: the same rebuild-on-the-new-tip loop then
-// runs against a push that the remote refuses when the branch moved.
+//   - With a remote, the remote's branch is the one that counts: writes build
+//     on its tracking ref and push with the old value required, so the
+//     remote's receive-pack makes the push the compare-and-swap, and the
+//     same rebuild-on-the-new-tip loop runs when it refuses. A decision that
+//     depends on the tip (nothing to change, or "locked") is made again on
+//     a fresh fetch before it is believed. Every conversation with the
+//     remote is bounded by a timeout.
+//
+//   - A lock names its holder's process (a token). Only that process can
+//     unlock it, a resume takes it over explicitly, and a record write
+//     guarded by it (Recorder.HoldingLock) fails once it is gone, so at
+//     most one process changes an environment's hosts.
+//
+//   - Secrets never reach the repository: a token is only ever in memory,
+//     and a URL with a password is refused.
 package releases
