@@ -38,7 +38,9 @@ type source struct {
 }
 
 // openSource opens --repo and, with a remote, fetches the manifest branch.
-func openSource(c *cli.Context) (*source, error) {
+// With headFirst, a local repository is used without its remote unless
+// --remote or --branch asks for it.
+func openSource(c *cli.Context, headFirst bool) (*source, error) {
 	arg := c.String("repo")
 	src := &source{cleanup: func() {}}
 	var remote releases.Remote
@@ -60,7 +62,8 @@ func openSource(c *cli.Context) (*source, error) {
 		}
 		src.repo = repo
 		name := c.String("remote")
-		if url, ok := repo.ConfiguredRemote(name); ok {
+		local := headFirst && !c.IsSet("remote") && !c.IsSet("branch")
+		if url, ok := repo.ConfiguredRemote(name); ok && !local {
 			remote = releases.Remote{Name: name, URL: url}
 		} else if c.IsSet("remote") && name != "none" {
 			src.Close()
@@ -146,7 +149,12 @@ func (src *source) history(ctx context.Context, branch string) (*releases.Histor
 }
 
 func openRepo(c *cli.Context) (*source, *releases.Snapshot, error) {
-	src, err := openSource(c)
+	return openRepoAt(c, false)
+}
+
+// openRepoAt is openRepo; headFirst as for openSource.
+func openRepoAt(c *cli.Context, headFirst bool) (*source, *releases.Snapshot, error) {
+	src, err := openSource(c, headFirst)
 	if err != nil {
 		return nil, nil, err
 	}

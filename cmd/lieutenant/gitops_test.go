@@ -708,3 +708,22 @@ func TestHealAndLockWait(t *testing.T) {
 		t.Errorf("after the wait: %s, want %s", got, want)
 	}
 }
+
+// validate in a clone checks HEAD, the commit about to be pushed, not the
+// remote's branch; --remote asks for the remote's.
+func TestValidateChecksHeadOfAClone(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := filepath.Join(t.TempDir(), "deploy.git")
+	testenv.Git(t, "", "clone", "-q", "--bare", exampleRepo(t, nil), bare)
+	work := filepath.Join(t.TempDir(), "work")
+	testenv.Git(t, "", "clone", "-q", bare, work)
+	testenv.Git(t, work, "config", "user.name", "Release Manager")
+	testenv.Git(t, work, "config", "user.email", "rm@example.com")
+	testenv.GitCommit(t, work, map[string]string{"releases/production.yaml": "release: x\npackages: [\"hello; rm -rf /\"]\n"}, "a bad manifest, not pushed")
+	if _, stderr, code := lieutenant(t, work, "validate"); code != exitInvalid || !strings.Contains(stderr, `"hello; rm -rf /" is not name-version-release`) {
+		t.Errorf("validate of HEAD: exit %d\n%s", code, stderr)
+	}
+	if stdout, stderr, code := lieutenant(t, work, "--remote", "origin", "validate"); code != exitOK || !strings.Contains(stdout, "origin/") {
+		t.Errorf("validate of the remote's branch: exit %d\n%s%s", code, stdout, stderr)
+	}
+}

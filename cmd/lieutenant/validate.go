@@ -14,7 +14,9 @@ func validateCommand(s streams) *cli.Command {
 		Name:  "validate",
 		Usage: "check lieutenant.yaml and every environment's manifest, inventory and playbook",
 		Description: `Reads the files at --rev (committed files only, never the work tree) and reports
-every problem at once, each with its file, line and field. Contacts no host.
+every problem at once, each with its file, line and field. Contacts no host. In a clone it
+checks HEAD, what you are about to push, and fetches nothing unless --remote or --branch is
+given (or --repo is a URL).
 
 EXAMPLE:
    lieutenant validate
@@ -23,7 +25,8 @@ EXAMPLE:
 			if err := checkUsage(c); err != nil {
 				return err
 			}
-			repo, snap, err := openRepo(c)
+			// What is about to be pushed: HEAD.
+			repo, snap, err := openRepoAt(c, true)
 			if err != nil {
 				return err
 			}
