@@ -197,3 +197,32 @@ func (waitForever) Approve(ctx context.Context, _ playbook.GateRequest) (bool, s
 	<-ctx.Done()
 	return false, "", ctx.Err()
 }
+
+// A run whose save says another process owns the environment now (its
+// lock was broken, or a resume took it over) stops at once and leaves the
+// balancer to that process: the drained host is not put back by this one.
+func TestRunSupersededLeavesTheBalancerAlone(t *testing.T) {
+	s := newScene(t, `
+hosts: "web-*"
+strategy: {max_parallel: 1}
+steps:
+  - balancer.drain
+  - packages.install
+  - balancer.enable
+`)
+	// The start and web-1's drain are saved; the save before its install
+	// is refused.
+	s.recorder.fail = fmt.Errorf("production: %w", playbook.ErrSuperseded)
+	s.recorder.failAfter = 2
+	_, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || !strings.Contains(runErr.Reason, "no longer holds") {
+		t.Fatalf("err = %v, want the run stopped as superseded", err)
+	}
+	if got, want := s.serverStates(), "web1=maint web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s (the superseded run must not enable web1)", got, want)
+	}
+	if got := s.stepsRun(); got != "web-1:balancer.drain" {
+		t.Errorf("steps: %s, want only web-1's drain", got)
+	}
+}

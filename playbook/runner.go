@@ -34,10 +34,16 @@ type GateRequest struct {
 
 // Recorder keeps the run record somewhere durable. The runner calls Save at
 // every state change, before the next irreversible action; an error stops
-// the run, because a run whose record cannot be kept cannot be resumed.
+// the run, because a run whose record cannot be kept cannot be resumed. An
+// error wrapping ErrSuperseded says another process owns the run or the
+// environment now: the runner then also leaves the balancer alone.
 type Recorder interface {
 	Save(ctx context.Context, rec *Record) error
 }
+
+// ErrSuperseded is a save refused because this process no longer holds
+// the environment: its lock was broken, or a resume took the run over.
+var ErrSuperseded = errors.New("this process no longer holds the environment's lock")
 
 // Runner executes a plan. It talks to hosts only through Connector and to
 // the load balancer only through Balancer.
@@ -157,6 +163,9 @@ type runState struct {
 	failures int
 	stopped  string // why no further host starts; "" while running
 	outcome  Outcome
+	// superseded: another process owns the environment now, and this one
+	// must not touch the balancer any more.
+	superseded bool
 
 	// Saves are group commits: every change bumps version, and a save
 	// that finds a newer version already saved has nothing to do.
@@ -364,8 +373,7 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		if drain || enable || s.changesHost() {
 			// Git holds the run's state before every irreversible action,
 			// so a killed run can be picked up from the record alone.
-			if err := st.save(ctx, r.Recorder); err != nil {
-				st.stop(OutcomeFailed, err.Error())
+			if err := r.checkpoint(ctx, st); err != nil {
 				prog.failed, failure = true, fmt.Errorf("not started %s: %w", s.Kind(), err)
 				break
 			}
@@ -417,9 +425,26 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 		}
 	})
 	r.emit(st, Event{Kind: EventHostFinished, Batch: batch, Host: name, Duration: r.now().Sub(start), Err: failure})
-	if err := st.save(ctx, r.Recorder); err != nil {
-		st.stop(OutcomeFailed, err.Error())
+	r.checkpoint(ctx, st)
+}
+
+// checkpoint saves the record; a failure stops the run. Once ctx is
+// cancelled the save is made on the cleanup context, so that an
+// interruption is recorded as one rather than as a failed save.
+func (r *Runner) checkpoint(ctx context.Context, st *runState) error {
+	sctx := ctx
+	if ctx.Err() != nil {
+		cctx, cancel := r.cleanupContext(ctx)
+		defer cancel()
+		sctx = cctx
 	}
+	err := st.save(sctx, r.Recorder)
+	if err == nil {
+		return nil
+	}
+	st.update(func() { st.superseded = st.superseded || errors.Is(err, ErrSuperseded) })
+	st.stop(interruptedOr(ctx, OutcomeFailed), err.Error())
+	return err
 }
 
 // repair applies the balancer invariants once a host's pipeline has ended.
@@ -427,7 +452,7 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 // restoring goes through it, which releases the guard's mark.
 func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, prog hostProgress) error {
 	fix := balancerFixAfter(prog)
-	if fix == fixNothing || r.Balancer == nil {
+	if fix == fixNothing || r.Balancer == nil || st.isSuperseded() {
 		return nil
 	}
 	// The repair must happen even when the run was interrupted.
@@ -540,7 +565,7 @@ func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 		// Whoever decides from elsewhere reads in Git that the run waits.
 		st.update(func() { st.rec.Waiting = &WaitRecord{Gate: done.Number, Since: since, Until: since.Add(timeout)} })
 		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: fmt.Sprintf("waiting for approval (until %s)", since.Add(timeout).Format(time.RFC3339))})
-		approved, by, err := false, "", st.save(ctx, r.Recorder)
+		approved, by, err := false, "", r.checkpoint(ctx, st)
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, timeout)
 			approved, by, err = r.Approver.Approve(actx, GateRequest{
@@ -563,9 +588,7 @@ func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 	}
 	st.update(func() { st.rec.Batches[done.Number-1].Gate = gr })
 	r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "gate " + string(gr.Status), Err: errorOrNil(gr.Error)})
-	if err := st.save(ctx, r.Recorder); err != nil {
-		st.stop(OutcomeFailed, err.Error())
-	}
+	r.checkpoint(ctx, st)
 }
 
 func interruptedOr(ctx context.Context, o Outcome) Outcome {
@@ -640,6 +663,12 @@ func (st *runState) update(f func()) {
 	defer st.mu.Unlock()
 	st.version++
 	f()
+}
+
+func (st *runState) isSuperseded() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.superseded
 }
 
 func (st *runState) isStopped() bool {

@@ -170,9 +170,13 @@ type memRecorder struct {
 	failAfter int // saves that succeed before fail applies
 }
 
-func (m *memRecorder) Save(_ context.Context, rec *playbook.Record) error {
+func (m *memRecorder) Save(ctx context.Context, rec *playbook.Record) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// Like Git over the network, a save on a cancelled context fails.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if m.fail != nil && len(m.saves) >= m.failAfter {
 		return m.fail
 	}

@@ -175,9 +175,10 @@ func (h *History) update(ctx context.Context, p string, guard Guard, change Chan
 			if r.remote != nil && !fetched && (err == nil || errors.As(err, &refused)) {
 				// "Nothing to change", or a refusal such as "locked", may
 				// come from a stale copy of the remote branch: decide
-				// again on a fresh one.
+				// again on a fresh one. A fetch that fails leaves the
+				// decision as it was.
 				fetched = true
-				if err := r.fetch(ctx, h.branch); err != nil {
+				if r.fetch(ctx, h.branch) != nil {
 					return err
 				}
 				return errStale

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/lieutenant-deploy/lieutenant/playbook"
 )
 
 // Lock is the file that gives one run an environment: locks/<env>.yaml on
@@ -45,7 +47,7 @@ func NewLockToken() string {
 
 // ErrLockLost is a write refused because the run no longer holds its
 // environment's lock: it was broken by force or taken over by a resume.
-var ErrLockLost = errors.New("the run no longer holds the environment's lock (broken with lock release --force, or taken over by a resume; see lieutenant lock status)")
+var ErrLockLost = fmt.Errorf("%w (broken with lock release --force, or taken over by a resume; see lieutenant lock status)", playbook.ErrSuperseded)
 
 // LockedError says that another run holds the environment.
 type LockedError struct {
@@ -154,17 +156,18 @@ func (h *History) ReadLock(ctx context.Context, env string) (*Lock, error) {
 // naming the holder. Taking a lock this process (l.Token) holds already
 // changes nothing.
 func (h *History) TryLock(ctx context.Context, l Lock) error {
-	return h.lock(ctx, l, "")
+	return h.lock(ctx, l, nil)
 }
 
 // TakeOver takes l.Environment's lock from the process of the same run
-// that holds it with token from (a dead one, which resume replaces). It
-// fails with a *LockedError if the lock is not that any more.
-func (h *History) TakeOver(ctx context.Context, l Lock, from string) error {
-	return h.lock(ctx, l, from)
+// that holds it as from (a dead one, which resume replaces; from.Token may
+// be empty in a lock an older lieutenant wrote). It fails with a
+// *LockedError if the lock is not that any more.
+func (h *History) TakeOver(ctx context.Context, l Lock, from Lock) error {
+	return h.lock(ctx, l, &from)
 }
 
-func (h *History) lock(ctx context.Context, l Lock, from string) error {
+func (h *History) lock(ctx context.Context, l Lock, from *Lock) error {
 	p, err := LockPath(l.Environment)
 	if err != nil {
 		return err
@@ -177,7 +180,7 @@ func (h *History) lock(ctx context.Context, l Lock, from string) error {
 		return fmt.Errorf("encode lock: %w", err)
 	}
 	msg := fmt.Sprintf("%s: locked by run %s (%s of %s)\n\n%s from %s.\n", l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From)
-	if from != "" {
+	if from != nil {
 		msg = fmt.Sprintf("%s: run %s taken over (%s)\n\n%s from %s resumes it.\n", l.Environment, l.Run, l.Kind, l.HeldBy, l.From)
 	}
 	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
@@ -190,12 +193,33 @@ func (h *History) lock(ctx context.Context, l Lock, from string) error {
 			return nil, err
 		case held.Run == l.Run && held.Token == l.Token:
 			return cur, nil
-		case held.Run == l.Run && from != "" && held.Token == from:
+		case held.Run == l.Run && from != nil && held.Token == from.Token:
 			return data, nil
 		}
 		return nil, &LockedError{Lock: *held}
 	}, msg)
 	return err
+}
+
+// notTakenOver is the check that no other process of l's run holds the
+// environment: a process that was taken over must not overwrite what the
+// process that replaced it records.
+func (l Lock) notTakenOver() Guard {
+	return func(read func(string) ([]byte, error)) error {
+		p, err := LockPath(l.Environment)
+		if err != nil {
+			return err
+		}
+		data, err := read(p)
+		if err != nil {
+			return err
+		}
+		var held Lock
+		if data != nil && yaml.Unmarshal(data, &held) == nil && held.Run == l.Run && held.Token != l.Token {
+			return fmt.Errorf("%s: %w", l.Environment, ErrLockLost)
+		}
+		return nil
+	}
 }
 
 // Guard returns the check that the lock l is still held as it was taken,

@@ -12,17 +12,18 @@ import (
 // commit of runs/<env>/<id>.yaml, so `git log` on the branch tells how the
 // run went, step by step. It implements playbook.Recorder.
 type Recorder struct {
-	hist  *History
-	path  string
-	guard Guard
-	saved atomic.Bool
+	hist        *History
+	path        string
+	guard       Guard // while the run runs
+	finishGuard Guard // for its last save
+	saved       atomic.Bool
 }
 
 // HoldingLock makes every save of a running run check, in the same
 // compare-and-swap, that l is still held: a run whose lock was broken or
 // taken over stops before its next change. The final save, which only
-// tells what happened, is made regardless.
-func (r *Recorder) HoldingLock(l Lock) { r.guard = l.Guard() }
+// tells what happened, is made unless a resume took the run over.
+func (r *Recorder) HoldingLock(l Lock) { r.guard, r.finishGuard = l.Guard(), l.notTakenOver() }
 
 // NewRecorder returns the Recorder for rec's run (its ID and Environment
 // must be set).
@@ -45,7 +46,7 @@ func (r *Recorder) Save(ctx context.Context, rec *playbook.Record) error {
 	}
 	guard := r.guard
 	if rec.Outcome != playbook.OutcomeRunning {
-		guard = nil
+		guard = r.finishGuard
 	}
 	put := func([]byte) ([]byte, error) { return data, nil }
 	if _, err = r.hist.UpdateIf(ctx, r.path, guard, put, recordMessage(rec)); err != nil {

@@ -201,14 +201,18 @@ func (r *Repo) Fetch(ctx context.Context, branches ...string) error {
 	return r.locked(func() error { return r.fetch(ctx, branches...) })
 }
 
-// gitTimeout bounds one conversation with the remote: a stalled server
-// must fail the write (which stops the run and repairs the host in flight)
-// rather than hang it.
-const gitTimeout = 2 * time.Minute
+// pushTimeout and fetchTimeout bound one conversation with the remote: a
+// stalled server must fail the write (which stops the run and repairs the
+// host in flight) rather than hang it. A fetch may bring a whole history
+// into a fresh cache, so it gets longer.
+const (
+	pushTimeout  = 2 * time.Minute
+	fetchTimeout = 5 * time.Minute
+)
 
 // fetch is Fetch with r.mu held.
 func (r *Repo) fetch(ctx context.Context, branches ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	rm := r.remote
 	specs := make([]config.RefSpec, len(branches))
@@ -257,7 +261,7 @@ func (r *Repo) fetch(ctx context.Context, branches ...string) error {
 // branch is somewhere else by then, which makes it a compare-and-swap.
 // Called with r.mu held.
 func (r *Repo) push(ctx context.Context, branch string, commit, old plumbing.Hash) error {
-	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
 	defer cancel()
 	rm := r.remote
 	// go-git pushes from a ref; a private one per push keeps concurrent

@@ -206,19 +206,25 @@ func TestRemoteLockReleaseAndBreak(t *testing.T) {
 	if err := a.Unlock(ctx, lockA, "failed"); err != nil {
 		t.Fatal(err)
 	}
+	if got := testenv.Git(t, bare, "show", releases.DefaultHistoryBranch+":locks/production.yaml"); !strings.Contains(got, "run: run-b") {
+		t.Errorf("lock after a late unlock:\n%s", got)
+	}
 	if l, _ := b.ReadLock(ctx, "production"); l == nil || l.Run != "run-b" {
 		t.Errorf("lock after a late unlock: %+v", l)
 	}
 	// A resume takes run-b over; run-b's old process can neither save nor unlock.
 	resumed := lockB
 	resumed.Token = "resume"
-	if err := a.TakeOver(ctx, resumed, lockB.Token); err != nil {
+	if err := a.TakeOver(ctx, resumed, lockB); err != nil {
 		t.Fatalf("take over: %v", err)
 	}
 	if _, err := b.UpdateIf(ctx, "runs/production/run-b.yaml", lockB.Guard(), func([]byte) ([]byte, error) { return []byte("x\n"), nil }, "save"); !errors.Is(err, releases.ErrLockLost) {
 		t.Errorf("the replaced process saved: %v", err)
 	}
 	if err := b.Unlock(ctx, lockB, "failed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if l, _ := a.ReadLock(ctx, "production"); l == nil || l.Token != "resume" {
@@ -401,5 +407,54 @@ func TestRemoteTakesOverLocalHistory(t *testing.T) {
 	}
 	if got, want := testenv.Git(t, clone, "rev-parse", releases.DefaultHistoryBranch), testenv.Git(t, bare, "rev-parse", releases.DefaultHistoryBranch); got != want {
 		t.Errorf("the clone's branch is at %s, the remote's at %s", got, want)
+	}
+}
+
+// A clone that last saw the lock held decides again on a fresh fetch
+// before it reports "locked": the lock was released meanwhile.
+func TestRemoteLockStaleRefusalIsDecidedAgain(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	ctx := context.Background()
+	a := remoteHistory(t, cloneOf(t, bare))
+	b := remoteHistory(t, cloneOf(t, bare))
+	lockA, lockB := testLock("production", "run-a"), testLock("production", "run-b")
+	if err := a.TryLock(ctx, lockA); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := b.ReadLock(ctx, "production"); l == nil {
+		t.Fatal("b does not see a's lock")
+	}
+	if err := a.Unlock(ctx, lockA, "succeeded"); err != nil {
+		t.Fatal(err)
+	}
+	// b's copy still shows run-a's lock.
+	if err := b.TryLock(ctx, lockB); err != nil {
+		t.Fatalf("b was refused on its stale copy: %v", err)
+	}
+}
+
+// A lock written without a token (by an older lieutenant) can be taken
+// over by resume.
+func TestRemoteTakeOverOfATokenlessLock(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	ctx := context.Background()
+	h := remoteHistory(t, cloneOf(t, bare))
+	if _, err := h.Put(ctx, "locks/production.yaml", []byte("environment: production\nrun: run-a\nkind: run\n"), "old lock"); err != nil {
+		t.Fatal(err)
+	}
+	held, err := h.ReadLock(ctx, "production")
+	if err != nil || held == nil {
+		t.Fatalf("read: %+v, %v", held, err)
+	}
+	if err := h.TakeOver(ctx, testLock("production", "run-a"), *held); err != nil {
+		t.Fatalf("take over: %v", err)
+	}
+	if got := testenv.Git(t, bare, "show", releases.DefaultHistoryBranch+":locks/production.yaml"); !strings.Contains(got, "token: token-run-a") {
+		t.Errorf("lock after take over:\n%s", got)
 	}
 }

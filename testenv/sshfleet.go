@@ -153,6 +153,9 @@ func (f *SSHFleet) Installed(t testing.TB, host, pkg string) string {
 		return ""
 	}
 	fields := strings.Split(strings.TrimSpace(string(data)), "\t")
+	if len(fields) < 4 {
+		t.Fatalf("%s's rpm database entry for %s is malformed: %q", host, pkg, data)
+	}
 	return fields[2] + "-" + fields[3]
 }
 

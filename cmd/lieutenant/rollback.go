@@ -34,8 +34,8 @@ EXAMPLE:
 // rollbackTarget picks the run whose manifest a rollback restores: to,
 // when given, or the newest successful run that deployed other packages
 // than the manifest has now (so after a failed release it is the last good
-// one, and after a good one the one before).
-func rollbackTarget(recs []*playbook.Record, to string, current *playbook.Manifest) (*playbook.Record, error) {
+// one, and after a good one the one before) from a commit onBranch accepts.
+func rollbackTarget(recs []*playbook.Record, to string, current *playbook.Manifest, onBranch func(commit string) bool) (*playbook.Record, error) {
 	if to != "" {
 		i := slices.IndexFunc(recs, func(r *playbook.Record) bool { return r.ID == to })
 		switch {
@@ -47,7 +47,7 @@ func rollbackTarget(recs []*playbook.Record, to string, current *playbook.Manife
 		return recs[i], nil
 	}
 	for _, r := range slices.Backward(recs) {
-		if r.Outcome == playbook.OutcomeSucceeded && !samePackages(r, current) {
+		if r.Outcome == playbook.OutcomeSucceeded && !samePackages(r, current) && onBranch(r.Revision) {
 			return r, nil
 		}
 	}
@@ -65,7 +65,8 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 	if err != nil {
 		return err
 	}
-	target, err := rollbackTarget(recs, c.String("to"), d.dep.Manifest)
+	onBranch := func(commit string) bool { return d.repo.CheckAncestor(commit, d.snap.Hash) == nil }
+	target, err := rollbackTarget(recs, c.String("to"), d.dep.Manifest, onBranch)
 	if err != nil {
 		return err
 	}
@@ -91,7 +92,7 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 	id := releases.NewRunID(time.Now())
 	// The lock comes first: a rollback commit nobody deploys would tell the
 	// next reader of the manifest something false.
-	held, err := d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: "rollback", Release: target.Release, Commit: target.Revision}, "")
+	held, err := d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: "rollback", Release: target.Release, Commit: target.Revision}, nil)
 	if err != nil {
 		return err
 	}

@@ -35,13 +35,16 @@ func TestRollbackTarget(t *testing.T) {
 		{name: "to a failed run", current: "1.1.0", to: "r3", err: "that run ended failed"},
 		{name: "to an unknown run", current: "1.1.0", to: "nope", err: "no run of that id"},
 		{name: "nothing before", current: "1.0.0", recs: recs[:1], err: "nothing to roll back to"},
+		// A run whose commit is no longer on the branch (history rewritten) is skipped.
+		{name: "commit gone", current: "1.2.0", want: "r1", recs: []*playbook.Record{recs[0],
+			{ID: "r2", Release: "1.1.0", Outcome: playbook.OutcomeSucceeded, Packages: recs[1].Packages, Revision: "rewritten"}, recs[2]}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := recs
 			if tc.recs != nil {
 				in = tc.recs
 			}
-			got, err := rollbackTarget(in, tc.to, manifest(tc.current))
+			got, err := rollbackTarget(in, tc.to, manifest(tc.current), func(commit string) bool { return commit != "rewritten" })
 			switch {
 			case tc.err != "":
 				if err == nil || !strings.Contains(err.Error(), tc.err) {

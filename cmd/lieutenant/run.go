@@ -84,8 +84,8 @@ type runSpec struct {
 	Resume *playbook.Record
 	// Held is the environment's lock when the caller took it already.
 	Held *heldLock
-	// TakeOver is the token of the dead process whose lock a resume takes.
-	TakeOver string
+	// TakeOver is the dead process's lock that a resume takes over.
+	TakeOver *releases.Lock
 	// RecordInSync records a run even when every host has the release
 	// already (sync, when the manifest moved to what the fleet runs).
 	RecordInSync bool
@@ -100,14 +100,14 @@ type heldLock struct {
 
 // takeLock takes env's lock for run l.Run in Git, waiting up to
 // --lock-wait, or with from set takes it over from the dead process of
-// the same run that held it with that token.
-func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock, from string) (*heldLock, error) {
+// the same run that holds it as from.
+func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock, from *releases.Lock) (*heldLock, error) {
 	op := src.repo.Operator()
 	l.HeldBy, l.From, l.PID, l.Token = op.Who(), op.Where(), os.Getpid(), releases.NewLockToken()
 	l.Since, l.Message = time.Now().UTC().Truncate(time.Second), c.String("message")
 	var err error
-	if from != "" {
-		err = hist.TakeOver(c.Context, l, from)
+	if from != nil {
+		err = hist.TakeOver(c.Context, l, *from)
 	} else {
 		err = hist.Lock(c.Context, l, c.Duration("lock-wait"), 2*time.Second)
 	}

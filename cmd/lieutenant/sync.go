@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
 func syncCommand(s streams) *cli.Command {
@@ -118,19 +119,19 @@ EXAMPLE:
 			if err != nil {
 				return err
 			}
-			takeOver := ""
+			var takeOver *releases.Lock
 			if l != nil && l.Run == id {
 				if l.OnThisMachine() && l.Alive() {
 					return fmt.Errorf("run %s is still going: its process %d on this machine is alive; stop it or wait for it", id, l.PID)
 				}
 				// The dead process's lock becomes this one's; should that
 				// process be alive elsewhere after all, its next save fails.
-				takeOver = l.Token
+				takeOver = l
 			}
 			// The history branch is only as trustworthy as those who can
 			// push to it: what runs must come from the manifest branch.
 			if err := src.repo.CheckAncestor(rec.Revision, src.tip.Hash); err != nil {
-				return fmt.Errorf("resume %s: the run's manifest commit: %w", id, err)
+				return fmt.Errorf("resume %s: the run's manifest commit: %w; if the run deployed from another branch or revision, name it with --branch or --rev", id, err)
 			}
 			snap, err := src.repo.Snapshot(c.Context, rec.Revision)
 			if err != nil {
