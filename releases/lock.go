@@ -201,30 +201,22 @@ func (h *History) lock(ctx context.Context, l Lock, from *Lock) error {
 	return err
 }
 
+// Guard returns the check that the lock l is still held as it was taken,
+// for writes that must not happen without it (see UpdateIf).
+func (l Lock) Guard() Guard {
+	return l.check(func(held *Lock) bool { return held != nil && held.Run == l.Run && held.Token == l.Token })
+}
+
 // notTakenOver is the check that no other process of l's run holds the
 // environment: a process that was taken over must not overwrite what the
 // process that replaced it records.
 func (l Lock) notTakenOver() Guard {
-	return func(read func(string) ([]byte, error)) error {
-		p, err := LockPath(l.Environment)
-		if err != nil {
-			return err
-		}
-		data, err := read(p)
-		if err != nil {
-			return err
-		}
-		var held Lock
-		if data != nil && yaml.Unmarshal(data, &held) == nil && held.Run == l.Run && held.Token != l.Token {
-			return fmt.Errorf("%s: %w", l.Environment, ErrLockLost)
-		}
-		return nil
-	}
+	return l.check(func(held *Lock) bool { return held == nil || held.Run != l.Run || held.Token == l.Token })
 }
 
-// Guard returns the check that the lock l is still held as it was taken,
-// for writes that must not happen without it (see UpdateIf).
-func (l Lock) Guard() Guard {
+// check is a Guard passing when ok accepts the environment's lock as the
+// tip has it (nil: none, or unreadable).
+func (l Lock) check(ok func(held *Lock) bool) Guard {
 	return func(read func(string) ([]byte, error)) error {
 		p, err := LockPath(l.Environment)
 		if err != nil {
@@ -234,8 +226,14 @@ func (l Lock) Guard() Guard {
 		if err != nil {
 			return err
 		}
-		var held Lock
-		if data == nil || yaml.Unmarshal(data, &held) != nil || held.Run != l.Run || held.Token != l.Token {
+		var held *Lock
+		if data != nil {
+			var parsed Lock
+			if yaml.Unmarshal(data, &parsed) == nil {
+				held = &parsed
+			}
+		}
+		if !ok(held) {
 			return fmt.Errorf("%s: %w", l.Environment, ErrLockLost)
 		}
 		return nil

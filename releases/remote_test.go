@@ -109,6 +109,17 @@ func TestRemotePutsFromTwoClonesAllArrive(t *testing.T) {
 	testenv.Git(t, bare, "fsck", "--strict")
 }
 
+// remoteAndClones is a bare remote and n caches of it, as n machines.
+func remoteAndClones(t *testing.T, n int) (bare string, clones []*releases.History) {
+	t.Helper()
+	testenv.RequireBinaries(t, "git")
+	bare = testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	for range n {
+		clones = append(clones, remoteHistory(t, cloneOf(t, bare)))
+	}
+	return bare, clones
+}
+
 func testLock(env, run string) releases.Lock {
 	return releases.Lock{Environment: env, Run: run, Kind: "run", HeldBy: "Ann <ann@example.com>", From: "ann@laptop",
 		PID: 1, Since: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), Release: "2026.11.1", Commit: "abc", Token: "token-" + run}
@@ -156,11 +167,9 @@ func TestRemoteLockRace(t *testing.T) {
 }
 
 func TestRemoteLockReleaseAndBreak(t *testing.T) {
-	testenv.RequireBinaries(t, "git")
-	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	bare, hs := remoteAndClones(t, 2)
+	a, b := hs[0], hs[1]
 	ctx := context.Background()
-	a := remoteHistory(t, cloneOf(t, bare))
-	b := remoteHistory(t, cloneOf(t, bare))
 	lockA, lockB := testLock("production", "run-a"), testLock("production", "run-b")
 	if err := a.TryLock(ctx, lockA); err != nil {
 		t.Fatal(err)
@@ -240,10 +249,9 @@ func TestRemoteLockReleaseAndBreak(t *testing.T) {
 }
 
 func TestMalformedLockIsNamed(t *testing.T) {
-	testenv.RequireBinaries(t, "git")
-	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	_, hs := remoteAndClones(t, 1)
+	h := hs[0]
 	ctx := context.Background()
-	h := remoteHistory(t, cloneOf(t, bare))
 	if _, err := h.Put(ctx, "locks/production.yaml", []byte("run: [oops\n"), "hand edit"); err != nil {
 		t.Fatal(err)
 	}
@@ -348,11 +356,9 @@ func TestRemoteURLs(t *testing.T) {
 }
 
 func TestDecisionsFirstOneStands(t *testing.T) {
-	testenv.RequireBinaries(t, "git")
-	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	bare, hs := remoteAndClones(t, 2)
+	a, b := hs[0], hs[1]
 	ctx := context.Background()
-	a := remoteHistory(t, cloneOf(t, bare))
-	b := remoteHistory(t, cloneOf(t, bare))
 	d := releases.Decision{Environment: "production", Run: "run-1", Gate: 1, Decision: releases.Approved, By: "Ann", From: "ann@laptop"}
 	if err := a.Decide(ctx, d); err != nil {
 		t.Fatal(err)
@@ -413,11 +419,9 @@ func TestRemoteTakesOverLocalHistory(t *testing.T) {
 // A clone that last saw the lock held decides again on a fresh fetch
 // before it reports "locked": the lock was released meanwhile.
 func TestRemoteLockStaleRefusalIsDecidedAgain(t *testing.T) {
-	testenv.RequireBinaries(t, "git")
-	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	_, hs := remoteAndClones(t, 2)
+	a, b := hs[0], hs[1]
 	ctx := context.Background()
-	a := remoteHistory(t, cloneOf(t, bare))
-	b := remoteHistory(t, cloneOf(t, bare))
 	lockA, lockB := testLock("production", "run-a"), testLock("production", "run-b")
 	if err := a.TryLock(ctx, lockA); err != nil {
 		t.Fatal(err)
@@ -440,10 +444,9 @@ func TestRemoteLockStaleRefusalIsDecidedAgain(t *testing.T) {
 // A lock written without a token (by an older lieutenant) can be taken
 // over by resume.
 func TestRemoteTakeOverOfATokenlessLock(t *testing.T) {
-	testenv.RequireBinaries(t, "git")
-	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	bare, hs := remoteAndClones(t, 1)
+	h := hs[0]
 	ctx := context.Background()
-	h := remoteHistory(t, cloneOf(t, bare))
 	if _, err := h.Put(ctx, "locks/production.yaml", []byte("environment: production\nrun: run-a\nkind: run\n"), "old lock"); err != nil {
 		t.Fatal(err)
 	}
