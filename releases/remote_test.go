@@ -356,7 +356,7 @@ func TestRemoteURLs(t *testing.T) {
 }
 
 func TestDecisionsFirstOneStands(t *testing.T) {
-	bare, hs := remoteAndClones(t, 2)
+	_, hs := remoteAndClones(t, 2)
 	a, b := hs[0], hs[1]
 	ctx := context.Background()
 	d := releases.Decision{Environment: "production", Run: "run-1", Gate: 1, Decision: releases.Approved, By: "Ann", From: "ann@laptop"}
