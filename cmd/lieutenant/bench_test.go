@@ -54,7 +54,7 @@ steps:
 	t := benchRollouts(b, repo, func(i int) string {
 		// Alternate between the two versions so every run changes every host.
 		return fmt.Sprintf("release: r%d\npackages: [%s]\n", i, []string{web110, web100}[i%2])
-	})
+	}, nil)
 	t.report(b, b.N*hosts, "host")
 	b.ReportMetric(float64(hostsFleet.Connections())/float64(b.N*hosts), "dials/host")
 }
@@ -64,33 +64,62 @@ steps:
 // between hello-web 1.1.0 and 1.0.0, and splits the wall time of a rollout
 // like BenchmarkRolloutSSH: the steps' critical path, and lieutenant's
 // overhead (inspection included).
+//
+// With the history on the fleet's Git server over SSH (sub-benchmark
+// git-over-ssh), every record write is a push: the difference between the
+// two is what a remote costs a rollout.
 func BenchmarkFleetRollout(b *testing.B) {
 	f := testenv.StartDockerFleet(b, fleet.Options{})
-	repo := testenv.NewGitRepo(b, map[string]string{
-		"lieutenant.yaml":           "environments:\n" + f.Environment("production"),
-		"releases/production.yaml":  manifest("1.0.0-1"),
-		"inventory/production.yaml": f.Inventory(),
-		"playbooks/web.yaml":        f.Playbook(),
+	newRepo := func() string {
+		return testenv.NewGitRepo(b, map[string]string{
+			"lieutenant.yaml":           "environments:\n" + f.Environment("production"),
+			"releases/production.yaml":  manifest("1.0.0-1"),
+			"inventory/production.yaml": f.Inventory(),
+			"playbooks/web.yaml":        f.Playbook(),
+		})
+	}
+	// The fleet keeps its state across sub-benchmarks and the benchmark's
+	// own reruns, so the next release is always the other version.
+	rollouts := 0
+	releases := func(int) string {
+		rollouts++
+		return manifest([]string{"1.0.0-1", "1.1.0-1"}[rollouts%2])
+	}
+	local := newRepo()
+	b.Run("local", func(b *testing.B) {
+		t := benchRollouts(b, local, releases, nil)
+		t.report(b, b.N, "rollout")
 	})
-	t := benchRollouts(b, repo, func(i int) string { return manifest([]string{"1.1.0-1", "1.0.0-1"}[i%2]) })
-	t.report(b, b.N, "rollout")
+	remote := newRepo()
+	testenv.Git(b, remote, "remote", "add", "origin", f.GitURL)
+	testenv.Git(b, remote, "config", "core.sshCommand", f.GitSSHCommand())
+	push := func() { testenv.Git(b, remote, "push", "-q", "origin", "HEAD:refs/heads/main") }
+	b.Run("git-over-ssh", func(b *testing.B) {
+		t := benchRollouts(b, remote, releases, push, "--git-known-hosts", f.KnownHosts, "--git-identity", f.Identity)
+		t.report(b, b.N, "rollout")
+	})
 }
 
 // rolloutTimes add up the rollouts of a benchmark.
 type rolloutTimes struct{ wall, inspect, critical time.Duration }
 
 // benchRollouts commits manifest(i) and times `lieutenant run` b.N times.
-func benchRollouts(b *testing.B, repo string, manifest func(i int) string) rolloutTimes {
+// benchRollouts commits each release (and publishes it, when the repository
+// has a remote), then times `lieutenant run`, with args before the command.
+func benchRollouts(b *testing.B, repo string, manifest func(i int) string, publish func(), args ...string) rolloutTimes {
 	var t rolloutTimes
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		testenv.GitCommit(b, repo, map[string]string{"releases/production.yaml": manifest(i)}, "release")
+		if publish != nil {
+			publish()
+		}
 		var out, errOut bytes.Buffer
 		b.StartTimer()
 		start := time.Now()
-		code := run(context.Background(), []string{"lieutenant", "--repo", repo, "run", "--env", "production", "-o", "json"},
-			streams{in: strings.NewReader(""), out: &out, err: &errOut})
+		argv := append(append([]string{"lieutenant", "--repo", repo}, args...), "run", "--env", "production", "-o", "json")
+		code := run(context.Background(), argv, streams{in: strings.NewReader(""), out: &out, err: &errOut})
 		took := time.Since(start)
 		b.StopTimer()
 		if code != exitOK {
@@ -99,6 +128,9 @@ func benchRollouts(b *testing.B, repo string, manifest func(i int) string) rollo
 		var rec playbook.Record
 		if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
 			b.Fatal(err)
+		}
+		if rec.ID == "" {
+			b.Fatalf("run %d changed nothing, so it measures nothing:\n%s", i, out.String())
 		}
 		t.wall += took
 		t.inspect += rec.StartedAt.Sub(start)

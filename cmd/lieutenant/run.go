@@ -200,12 +200,12 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 
 	rec := resume
 	if rec != nil {
-		inFlight := rec.Resume(by, from, now)
+		inFlight := rec.Resume(by, from, time.Now())
 		fmt.Fprintf(s.err, "Resuming run %s of %s to %s (%s); in flight when it stopped: %s\n",
 			rec.ID, env, rec.Release, d.snap.ShortHash, orNone(inFlight))
 	} else {
 		printPlanSummary(s.err, plan, d.snap)
-		rec = playbook.NewRecord(plan, id, d.snap.Hash, by, from, now)
+		rec = playbook.NewRecord(plan, id, d.snap.Hash, by, from, time.Now())
 		rec.Kind, rec.Message = kind, c.String("message")
 	}
 	local, err := transport.NewLocal().Connect(ctx, transport.Host{Name: "localhost"})
