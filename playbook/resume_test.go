@@ -23,11 +23,7 @@ func (s *scene) resume(ctx context.Context, data []byte) (*playbook.Record, erro
 	if err := rec.CheckResumable(); err != nil {
 		return rec, err
 	}
-	dep, err := playbook.Load(s.files, "production")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	obs, err := playbook.Inspect(ctx, s.fleet, s.balancer, dep, 0)
+	dep, obs, err := s.observe(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -36,13 +32,7 @@ func (s *scene) resume(ctx context.Context, data []byte) (*playbook.Record, erro
 		s.t.Fatal(err)
 	}
 	rec.Resume("Second <s@example.com>", "s@ci", time.Now())
-	s.events = nil
-	r := &playbook.Runner{
-		Connector: s.fleet, Balancer: s.balancer, MinUp: dep.Environment.Balancer.MinUp,
-		Local: s.fleet.Host("orchestrator"), Approver: s.approver, Recorder: s.recorder,
-		Observe: func(e playbook.Event) { s.events = append(s.events, e) },
-	}
-	return rec, r.Run(ctx, dep.Environment, plan, rec)
+	return rec, s.runner(dep).Run(ctx, dep.Environment, plan, rec)
 }
 
 // stepsRun lists host:step for the steps the last run or resume started.

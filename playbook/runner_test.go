@@ -103,14 +103,21 @@ func (s *scene) setHealthy(host string, ok bool) {
 	s.healthy[host] = ok
 }
 
-// run loads, inspects, plans and runs, as `lieutenant run` does.
-func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
+// observe loads the files and inspects the fleet, as every run starts.
+func (s *scene) observe(ctx context.Context) (*playbook.Deployment, *playbook.Observed, error) {
 	s.t.Helper()
 	dep, err := playbook.Load(s.files, "production")
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	obs, err := playbook.Inspect(ctx, s.fleet, s.balancer, dep, 0)
+	return dep, obs, err
+}
+
+// run loads, inspects, plans and runs, as `lieutenant run` does.
+func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
+	s.t.Helper()
+	dep, obs, err := s.observe(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -118,11 +125,18 @@ func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	rec := playbook.NewRecord(plan, "run-1", "abc123", "Test <t@example.com>", "t@ci", time.Now())
+	return rec, s.runner(dep).Run(ctx, dep.Environment, plan, rec)
+}
+
+// runner is the Runner of the scene's fakes, recording events anew.
+func (s *scene) runner(dep *playbook.Deployment) *playbook.Runner {
 	minUp := dep.Environment.Balancer.MinUp
 	if s.minUp != 0 {
 		minUp = s.minUp
 	}
-	r := &playbook.Runner{
+	s.events = nil
+	return &playbook.Runner{
 		Connector: s.fleet,
 		Balancer:  s.balancer,
 		MinUp:     minUp,
@@ -131,8 +145,6 @@ func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
 		Recorder:  s.recorder,
 		Observe:   func(e playbook.Event) { s.events = append(s.events, e) },
 	}
-	rec := playbook.NewRecord(plan, "run-1", "abc123", "Test <t@example.com>", "t@ci", time.Now())
-	return rec, r.Run(ctx, dep.Environment, plan, rec)
 }
 
 func (s *scene) hostStatus(rec *playbook.Record) string {

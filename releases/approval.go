@@ -2,9 +2,7 @@ package releases
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path"
 	"time"
 
@@ -90,14 +88,7 @@ func (h *History) ReadDecision(ctx context.Context, env, run string) (*Decision,
 	if err != nil {
 		return nil, err
 	}
-	data, err := h.Get(ctx, p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return h.parseDecision(p, data)
+	return getParsed(ctx, h, p, func(data []byte) (*Decision, error) { return h.parseDecision(p, data) })
 }
 
 // GitApprover waits for `lieutenant approve` or `lieutenant abort` to

@@ -378,6 +378,19 @@ func (h *History) Get(ctx context.Context, p string) ([]byte, error) {
 	return snap.ReadFile(p)
 }
 
+// getParsed reads the file at p on the branch tip and parses it; nil when
+// there is no such file.
+func getParsed[T any](ctx context.Context, h *History, p string, parse func([]byte) (*T, error)) (*T, error) {
+	data, err := h.Get(ctx, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parse(data)
+}
+
 // List returns the paths of the files directly in dir on the branch tip,
 // sorted; run records sort by time because run IDs start with it. A
 // missing directory or branch lists nothing.

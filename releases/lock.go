@@ -142,14 +142,7 @@ func (h *History) ReadLock(ctx context.Context, env string) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := h.Get(ctx, p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return h.parseLock(p, env, data)
+	return getParsed(ctx, h, p, func(data []byte) (*Lock, error) { return h.parseLock(p, env, data) })
 }
 
 // TryLock takes l.Environment for run l.Run, or fails with a *LockedError

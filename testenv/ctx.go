@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"testing"
 	"time"
 )
 
@@ -23,3 +24,16 @@ type lateTimer struct {
 func (c lateTimer) Deadline() (time.Time, bool) { return c.deadline, true }
 func (c lateTimer) Done() <-chan struct{}       { return c.done }
 func (c lateTimer) Err() error                  { return nil }
+
+// WaitFor polls cond until it holds, and fails the test when timeout
+// passes first; what names the awaited state in the failure.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for an outcome
+	}
+}

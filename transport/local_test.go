@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lieutenant-deploy/lieutenant/testenv"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 	"github.com/lieutenant-deploy/lieutenant/transport/transporttest"
 )
@@ -45,12 +46,12 @@ func TestLocalCancelKillsProcessGroup(t *testing.T) {
 	// "; :" keeps sh from exec'ing sleep, so the sleep is a grandchild that
 	// only a process-group kill reaches.
 	go func() { _, err := r.Run(ctx, cmd("sh", "-c", strings.Join(sleep, " ")+"; :")); errc <- err }()
-	waitFor(t, 5*time.Second, "sleep starts", func() bool { return processRunning(t, sleep...) })
+	testenv.WaitFor(t, 5*time.Second, "sleep starts", func() bool { return processRunning(t, sleep...) })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want one wrapping context.Canceled", err)
 	}
-	waitFor(t, 2*time.Second, "sleep is killed", func() bool { return !processRunning(t, sleep...) })
+	testenv.WaitFor(t, 2*time.Second, "sleep is killed", func() bool { return !processRunning(t, sleep...) })
 }
 
 func TestLocalExitBySignal(t *testing.T) {

@@ -86,12 +86,12 @@ func TestSSHCancelKillsRemoteProcess(t *testing.T) {
 			errc := make(chan error, 1)
 			go func() { _, err := r.Run(ctx, transport.Command{Args: sleep, Sudo: sudo}); errc <- err }()
 			// sshd runs on this machine, so its sessions' processes are visible here.
-			waitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
+			testenv.WaitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
 			cancel()
 			if err := <-errc; !errors.Is(err, context.Canceled) {
 				t.Errorf("err = %v, want one wrapping context.Canceled", err)
 			}
-			waitFor(t, 3*time.Second, "remote sleep is killed", func() bool { return !processRunning(t, sleep...) })
+			testenv.WaitFor(t, 3*time.Second, "remote sleep is killed", func() bool { return !processRunning(t, sleep...) })
 		})
 	}
 }
@@ -580,7 +580,7 @@ func TestSSHRedialsAfterConnectionLoss(t *testing.T) {
 	sleep := uniqueSleep(t) // survives the connection loss: killed at the end
 	errc := make(chan error, 1)
 	go func() { _, err := r.Run(testCtx(t), cmd(sleep...)); errc <- err }()
-	waitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
+	testenv.WaitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
 	p.cut()
 	select {
 	case err := <-errc:
@@ -621,7 +621,7 @@ func TestSSHKeepAliveDetectsSilentPeer(t *testing.T) {
 	sleep := uniqueSleep(t)
 	errc := make(chan error, 1)
 	go func() { _, err := r.Run(testCtx(t), cmd(sleep...)); errc <- err }()
-	waitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
+	testenv.WaitFor(t, 5*time.Second, "remote sleep starts", func() bool { return processRunning(t, sleep...) })
 	p.freeze()
 	select {
 	case err := <-errc:

@@ -71,24 +71,13 @@ func lockCommand(s streams) *cli.Command {
 					if err := checkUsage(c); err != nil {
 						return err
 					}
-					src, snap, err := openRepo(c)
+					src, cfg, hist, err := openHistory(c, c.String("env"))
 					if err != nil {
 						return err
 					}
 					defer src.Close()
-					cfg, err := playbook.LoadConfig(snap)
-					if err != nil {
-						return err
-					}
-					hist, err := src.history(c.Context, cfg.HistoryBranch)
-					if err != nil {
-						return err
-					}
 					envs := cfg.Order
 					if e := c.String("env"); e != "" {
-						if _, ok := cfg.Environments[e]; !ok {
-							return &playbook.UnknownEnvironmentError{Name: e, Known: cfg.Order}
-						}
 						envs = []string{e}
 					}
 					var locks []releases.Lock
@@ -130,23 +119,12 @@ instead, under its own lock: lieutenant resume RUN.`,
 					if !c.Bool("force") {
 						return usagef("lock release breaks another run's lock: pass --force to mean it (or finish that run with lieutenant resume RUN)")
 					}
-					src, snap, err := openRepo(c)
+					env := c.String("env")
+					src, _, hist, err := openHistory(c, env)
 					if err != nil {
 						return err
 					}
 					defer src.Close()
-					cfg, err := playbook.LoadConfig(snap)
-					if err != nil {
-						return err
-					}
-					env := c.String("env")
-					if _, ok := cfg.Environments[env]; !ok {
-						return &playbook.UnknownEnvironmentError{Name: env, Known: cfg.Order}
-					}
-					hist, err := src.history(c.Context, cfg.HistoryBranch)
-					if err != nil {
-						return err
-					}
 					op := src.repo.Operator()
 					by := op.Who() + " from " + op.Where()
 					broken, err := hist.BreakLock(c.Context, env, by, c.String("message"))

@@ -33,7 +33,10 @@ type source struct {
 	branch string
 	// tip is the manifest revision the command read (--rev, or the
 	// branch's tip); commits that records name must be among its history.
-	tip     *releases.Snapshot
+	tip *releases.Snapshot
+	// fresh is the history branch fetched together with the manifest
+	// branch, "" when none was.
+	fresh   string
 	cleanup func()
 }
 
@@ -108,7 +111,35 @@ func (src *source) useRemote(c *cli.Context, remote releases.Remote) error {
 		}
 		src.branch = b
 	}
-	return src.repo.Fetch(c.Context, src.branch)
+	return src.fetch(c.Context)
+}
+
+// fetch brings the manifest branch and the default history branch from
+// the remote in one conversation, so that history need not fetch again.
+func (src *source) fetch(ctx context.Context) error {
+	src.fresh = ""
+	if src.repo.RemoteURL() == "" {
+		return nil
+	}
+	if err := src.repo.Fetch(ctx, src.branch, releases.DefaultHistoryBranch); err != nil {
+		return err
+	}
+	src.fresh = releases.DefaultHistoryBranch
+	return nil
+}
+
+// refresh fetches the manifest branch again and reads --rev anew, for a
+// source that lives long (watch).
+func (src *source) refresh(c *cli.Context) (*releases.Snapshot, error) {
+	if err := src.fetch(c.Context); err != nil {
+		return nil, err
+	}
+	snap, err := src.snapshot(c)
+	if err != nil {
+		return nil, err
+	}
+	src.tip = snap
+	return snap, nil
 }
 
 // snapshot reads --rev; by default the tip of the remote's manifest
@@ -136,16 +167,31 @@ func (src *source) Close() error {
 	return err
 }
 
-// history opens the history branch and reads what the remote has on it.
+// history opens the history branch and reads what the remote has on it
+// (fetching it, unless it came with the manifest branch).
 func (src *source) history(ctx context.Context, branch string) (*releases.History, error) {
 	hist, err := src.repo.History(branch)
 	if err != nil {
 		return nil, err
 	}
+	if branch == src.fresh {
+		return hist, nil
+	}
 	if err := hist.Refresh(ctx); err != nil {
 		return nil, err
 	}
 	return hist, nil
+}
+
+// records opens the history branch and reads the environment's runs,
+// oldest first.
+func (d *deployment) records(ctx context.Context) (*releases.History, []*playbook.Record, error) {
+	hist, err := d.history(ctx, d.dep.HistoryBranch)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, err := hist.Records(ctx, d.dep.Environment.Name)
+	return hist, recs, err
 }
 
 func openRepo(c *cli.Context) (*source, *releases.Snapshot, error) {
@@ -168,15 +214,11 @@ func openRepoAt(c *cli.Context, headFirst bool) (*source, *releases.Snapshot, er
 }
 
 func openDeployment(c *cli.Context) (*deployment, error) {
-	return openEnvironment(c, c.String("env"))
-}
-
-func openEnvironment(c *cli.Context, env string) (*deployment, error) {
 	src, snap, err := openRepo(c)
 	if err != nil {
 		return nil, err
 	}
-	d, err := src.deployment(snap, env)
+	d, err := src.deployment(snap, c.String("env"))
 	if err != nil {
 		src.Close()
 		return nil, err

@@ -233,13 +233,7 @@ func TestGitOpsOverSSHRemote(t *testing.T) {
 // Two runs race for one environment: exactly one runs, the other fails
 // fast with the lock's holder, and no host is touched twice.
 func TestRunsRaceForTheLock(t *testing.T) {
-	s := newRemoteScene(t, `
-hosts: "web-*"
-steps:
-  - balancer.drain: {timeout: 10s}
-  - packages.install
-  - service.restart: hello-web
-  - balancer.enable: {timeout: 10s}
+	s := newRemoteScene(t, drainedRestart+`
 gate:
   soak: 2s
 `)
@@ -299,13 +293,18 @@ func (s *remoteScene) waitForRecord(t *testing.T, timeout time.Duration, match f
 	return "", ""
 }
 
-const approvalPlaybook = `
+// drainedRestart is a playbook without a gate: drain, install, restart,
+// enable.
+const drainedRestart = `
 hosts: "web-*"
 steps:
   - balancer.drain: {timeout: 10s}
   - packages.install
   - service.restart: hello-web
   - balancer.enable: {timeout: 10s}
+`
+
+const approvalPlaybook = drainedRestart + `
 gate:
   approval: prompt
   approval_timeout: %s
@@ -452,15 +451,6 @@ steps:
 	}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-	}
-}
-
 // watch syncs at start and on verified push webhooks: a bad or missing
 // signature triggers nothing, and a burst of pushes leads to one rollout.
 func TestWatchSyncsOnVerifiedWebhooks(t *testing.T) {
@@ -476,7 +466,7 @@ func TestWatchSyncsOnVerifiedWebhooks(t *testing.T) {
 			streams{in: strings.NewReader(""), out: &out, err: &errOut})
 	}()
 	// The first sync at start deploys the manifest.
-	waitFor(t, "the first sync", time.Minute, func() bool { return strings.Contains(out.String(), "succeeded in") })
+	testenv.WaitFor(t, time.Minute, "the first sync", func() bool { return strings.Contains(out.String(), "succeeded in") })
 	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
 		t.Fatalf("after the first sync: %s, want %s\n%s%s", got, want, errOut.String(), out.String())
 	}
@@ -528,7 +518,7 @@ func TestWatchSyncsOnVerifiedWebhooks(t *testing.T) {
 			t.Errorf("signed push: %d, want 202", code)
 		}
 	}
-	waitFor(t, "the sync of the push", time.Minute, func() bool { return s.versions(t) == "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1" })
+	testenv.WaitFor(t, time.Minute, "the sync of the push", func() bool { return s.versions(t) == "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1" })
 	// The burst's later pushes cost at most one more sync, which finds
 	// nothing to do.
 	time.Sleep(2 * time.Second)
@@ -607,6 +597,19 @@ func TestGitFaultsTouchNoHost(t *testing.T) {
 		if code != exitOK || !strings.Contains(stdout, "was not locked") && !strings.Contains(stdout, "Released") {
 			t.Errorf("lock release --force: exit %d\n%s%s", code, stdout, stderr)
 		}
+	})
+	t.Run("broken playbook at the tip", func(t *testing.T) {
+		good := testenv.Git(t, s.bare, "show", "main:playbooks/web.yaml")
+		s.merge(t, map[string]string{"playbooks/web.yaml": "hosts: [web\n"}, "a broken playbook")
+		defer s.merge(t, map[string]string{"playbooks/web.yaml": good + "\n"}, "the playbook back")
+		if _, stderr, code := s.lieutenant(t, "run", "--env", "production", "--yes"); code != exitInvalid {
+			t.Errorf("run: exit %d, want %d\n%s", code, exitInvalid, stderr)
+		}
+		// What happened can still be read.
+		if stdout, stderr, code := s.lieutenant(t, "history", "--env", "production"); code != exitOK || !strings.Contains(stdout, "succeeded") {
+			t.Errorf("history: exit %d\n%s%s", code, stdout, stderr)
+		}
+		untouched(t)
 	})
 	t.Run("forged record", func(t *testing.T) {
 		// Someone who can push the history branch, not main, writes a

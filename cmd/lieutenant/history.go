@@ -14,23 +14,29 @@ import (
 )
 
 // openHistory opens the repository and the history branch lieutenant.yaml
-// names at the manifest revision, for commands that have no --env.
-func openHistory(c *cli.Context) (*source, *releases.History, error) {
+// names at the manifest revision, for commands that need no valid
+// environment: only lieutenant.yaml must read. With env set, it must name
+// one of its environments.
+func openHistory(c *cli.Context, env string) (*source, *playbook.Config, *releases.History, error) {
 	src, snap, err := openRepo(c)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg, err := playbook.LoadConfig(snap)
+	if err == nil && env != "" {
+		if _, ok := cfg.Environments[env]; !ok {
+			err = &playbook.UnknownEnvironmentError{Name: env, Known: cfg.Order}
+		}
+	}
+	var hist *releases.History
+	if err == nil {
+		hist, err = src.history(c.Context, cfg.HistoryBranch)
+	}
 	if err != nil {
 		src.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	hist, err := src.history(c.Context, cfg.HistoryBranch)
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	return src, hist, nil
+	return src, cfg, hist, nil
 }
 
 // openRun opens the history and reads the record of the run the command
@@ -40,7 +46,7 @@ func openRun(c *cli.Context) (*source, *releases.History, *playbook.Record, erro
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	src, hist, err := openHistory(c)
+	src, _, hist, err := openHistory(c, "")
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -79,12 +85,19 @@ EXAMPLE:
    lieutenant history --env production
    lieutenant history --env production --limit 0 --output json`,
 		Flags: []cli.Flag{envFlag(), &cli.IntFlag{Name: "limit", Value: 20, Usage: "show this many runs; 0: all"}, outputFlag()},
-		Action: onDeployment(func(c *cli.Context, d *deployment) error {
-			hist, err := d.history(c.Context, d.dep.HistoryBranch)
+		// Only lieutenant.yaml must read: the history of an environment
+		// whose files are broken at the tip is what one wants to see.
+		Action: func(c *cli.Context) error {
+			if err := checkUsage(c); err != nil {
+				return err
+			}
+			env := c.String("env")
+			src, _, hist, err := openHistory(c, env)
 			if err != nil {
 				return err
 			}
-			recs, err := hist.Records(c.Context, d.dep.Environment.Name)
+			defer src.Close()
+			recs, err := hist.Records(c.Context, env)
 			if err != nil {
 				return err
 			}
@@ -100,7 +113,7 @@ EXAMPLE:
 				return writeJSON(s.out, views)
 			}
 			if len(recs) == 0 {
-				fmt.Fprintf(s.out, "No runs of %s recorded on %s yet.\n", d.dep.Environment.Name, d.repo.Tracking(hist.Branch()))
+				fmt.Fprintf(s.out, "No runs of %s recorded on %s yet.\n", env, src.repo.Tracking(hist.Branch()))
 				return nil
 			}
 			var rows [][]string
@@ -111,7 +124,7 @@ EXAMPLE:
 			}
 			writeTable(s.out, []string{"run", "kind", "release", "commit", "by", "started", "took", "outcome", "hosts ok", "failed"}, rows)
 			return nil
-		}),
+		},
 	}
 }
 

@@ -57,11 +57,7 @@ func rollbackTarget(recs []*playbook.Record, to string, current *playbook.Manife
 func (d *deployment) rollback(c *cli.Context, s streams) error {
 	ctx := c.Context
 	env := d.dep.Environment.Name
-	hist, err := d.history(ctx, d.dep.HistoryBranch)
-	if err != nil {
-		return err
-	}
-	recs, err := hist.Records(ctx, env)
+	hist, recs, err := d.records(ctx)
 	if err != nil {
 		return err
 	}

@@ -32,11 +32,7 @@ EXAMPLE:
 }
 
 func (d *deployment) sync(c *cli.Context, s streams) error {
-	hist, err := d.history(c.Context, d.dep.HistoryBranch)
-	if err != nil {
-		return err
-	}
-	recs, err := hist.Records(c.Context, d.dep.Environment.Name)
+	hist, recs, err := d.records(c.Context)
 	if err != nil {
 		return err
 	}

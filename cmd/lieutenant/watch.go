@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
 func watchCommand(s streams) *cli.Command {
@@ -87,12 +88,23 @@ func watch(c *cli.Context, s streams) error {
 	}
 	ticker := time.NewTicker(c.Duration("interval"))
 	defer ticker.Stop()
+	// One repository for the watch's lifetime: each round fetches only
+	// what is new, and every environment is read from the same commit.
+	var src *source
+	defer func() {
+		if src != nil {
+			src.Close()
+		}
+	}()
 	for {
-		for _, env := range watchEnvironments(c, logf) {
+		var snap *releases.Snapshot
+		var envs []string
+		src, snap, envs = watchRound(c, src, logf)
+		for _, env := range envs {
 			if ctx.Err() != nil {
 				return nil
 			}
-			err := syncEnvironment(c, s, env, &historyRefs)
+			err := syncEnvironment(c, s, src, snap, env, &historyRefs)
 			switch {
 			case err == nil:
 			case ctx.Err() != nil:
@@ -113,32 +125,41 @@ func watch(c *cli.Context, s streams) error {
 	}
 }
 
-// watchEnvironments are --env, or every environment of lieutenant.yaml at
-// the tip of the manifest branch.
-func watchEnvironments(c *cli.Context, logf func(string, ...any)) []string {
-	if envs := c.StringSlice("env"); len(envs) > 0 {
-		return envs
+// watchRound brings the repository up to date (opening it the first
+// time, and again after a failure) and returns the manifest revision and
+// the environments to sync: --env, or every one of lieutenant.yaml there.
+// Problems are logged, and give no environments this round.
+func watchRound(c *cli.Context, src *source, logf func(string, ...any)) (*source, *releases.Snapshot, []string) {
+	var snap *releases.Snapshot
+	var err error
+	if src == nil {
+		src, snap, err = openRepo(c)
+	} else {
+		snap, err = src.refresh(c)
 	}
-	src, snap, err := openRepo(c)
 	if err != nil {
 		logf("watch: %v", err)
-		return nil
+		if src != nil {
+			src.Close()
+		}
+		return nil, nil, nil
 	}
-	defer src.Close()
+	if envs := c.StringSlice("env"); len(envs) > 0 {
+		return src, snap, envs
+	}
 	cfg, err := playbook.LoadConfig(snap)
 	if err != nil {
 		logf("watch: %s at %s: %v", playbook.ConfigFile, snap.ShortHash, strings.ReplaceAll(err.Error(), "\n", "; "))
-		return nil
+		return src, snap, nil
 	}
-	return cfg.Order
+	return src, snap, cfg.Order
 }
 
-func syncEnvironment(c *cli.Context, s streams, env string, historyRefs *sync.Map) error {
-	d, err := openEnvironment(c, env)
+func syncEnvironment(c *cli.Context, s streams, src *source, snap *releases.Snapshot, env string, historyRefs *sync.Map) error {
+	d, err := src.deployment(snap, env)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
 	historyRefs.Store("refs/heads/"+d.dep.HistoryBranch, true)
 	err = d.sync(c, s)
 	var runErr *playbook.RunError
