@@ -133,8 +133,9 @@ func NewInSyncRecord(plan *Plan, id, revision, by, from string, now time.Time) *
 	rec := NewRecord(plan, id, revision, by, from, now)
 	at := now.UTC()
 	rec.Outcome, rec.FinishedAt, rec.Duration = OutcomeSucceeded, &at, formatDuration(0)
+	// The run ends as it starts: the balancer's state is the one observed.
 	for i, hp := range plan.UpToDate {
-		rec.Hosts[len(rec.Hosts)-len(plan.UpToDate)+i].Balancer = hp.Balancer
+		rec.Hosts[i].Balancer = hp.Balancer
 	}
 	return rec
 }
