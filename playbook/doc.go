@@ -4,9 +4,11 @@
 // step vocabulary, and the Runner that executes a plan.
 //
 // The flow is Load (files at one Git revision) -> Inspect (read installed
-// versions over SSH) -> MakePlan (pure) -> Runner.Run. A run whose process
-// died is continued from its record alone: Record.Resume, ResumePlan (the
-// record's batches, hosts as observed now) and Runner.Run again. The Runner reaches
+// versions over SSH) -> MakePlan (pure) -> NewRecord and Plan.Declare (the
+// caller writes that first record with the lock) -> Runner.Run. A run whose
+// process died is continued from its record alone: record.Run.Resume,
+// ResumePlan (the record's batches without their finished hosts, as
+// observed now) and Runner.Run again. The record itself is package record's. The Runner reaches
 // hosts only through transport.Connector and the load balancer only through
 // lb.Balancer, so tests can put fakes at those seams and the docker-compose
 // fleet only adds hosts.
@@ -23,10 +25,15 @@
 //     a host that was taken out and not changed is always put back.
 //   - After a failure beyond strategy.max_failures no further host starts;
 //     hosts already in flight finish their steps.
-//   - The record is saved before every irreversible step (drain, change,
-//     enable), when a host finishes, when a gate starts waiting for a
-//     decision and after every gate; a host whose record cannot be saved
-//     takes no further step and the run stops.
+//   - Before any host of a batch is touched, the batch's intent (its hosts
+//     in flight) is durable in the Recorder, with the batch before it and
+//     its gate; a gate's wait for an approval is durable before the wait,
+//     and the end of the run is written last. When one of these writes
+//     fails, nothing further starts and the run stops. The hosts' steps are
+//     written in the background, one write at a time, at most one every
+//     ProgressInterval: no host waits for the Recorder. A background write
+//     refused because another process owns the environment stops every
+//     host before its next step.
 //   - A resumed run never runs a host the record shows finished again, nor
 //     a gate it shows passed; hosts in flight (or failed only because the
 //     run was interrupted) run all their steps again.

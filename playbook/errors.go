@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 )
 
 // RefusedError is returned when a run stops before changing any host:
@@ -23,7 +25,7 @@ func (e *RefusedError) Error() string {
 // RunError is returned when a run changed hosts and did not succeed; the
 // record it returns with says host by host what happened.
 type RunError struct {
-	Outcome Outcome
+	Outcome record.Outcome
 	Reason  string
 }
 
@@ -43,4 +45,9 @@ func (h hostErrors) lines() []string {
 		out[i] = n + ": " + h[n].Error()
 	}
 	return out
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

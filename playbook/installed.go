@@ -88,3 +88,15 @@ func newest(have []Package) Package {
 	}
 	return n
 }
+
+// versionMap renders installed versions for a record.
+func versionMap(pkgs []Package, installed map[string][]Package) map[string]string {
+	if installed == nil {
+		return nil
+	}
+	m := make(map[string]string, len(pkgs))
+	for _, p := range pkgs {
+		m[p.Name] = versionsOf(installed[p.Name])
+	}
+	return m
+}

@@ -9,20 +9,18 @@ import (
 	"time"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 )
 
 // resume continues rec (as read back from Git) the way `lieutenant resume`
-// does: inspect, plan from the record, run.
-func (s *scene) resume(ctx context.Context, data []byte) (*playbook.Record, error) {
+// does: reopen it, inspect, plan from the record, declare, run.
+func (s *scene) resume(ctx context.Context, rec *record.Run) (*record.Run, error) {
 	s.t.Helper()
-	rec, err := playbook.ParseRecord(data)
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	if err := rec.CheckResumable(); err != nil {
 		return rec, err
 	}
+	rec.Resume("Second <s@example.com>", "s@ci", time.Now())
 	dep, obs, err := s.observe(ctx)
 	if err != nil {
 		return nil, err
@@ -31,7 +29,6 @@ func (s *scene) resume(ctx context.Context, data []byte) (*playbook.Record, erro
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	rec.Resume("Second <s@example.com>", "s@ci", time.Now())
 	return rec, s.runner(dep).Run(ctx, dep.Environment, plan, rec)
 }
 
@@ -54,13 +51,13 @@ func TestResumeSkipsFinishedHostsAndPassedGates(t *testing.T) {
 	if _, err := s.run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// The first save of batch 2, made before its first drain: what Git
-	// held had the process been killed there. (The fleet is at the release
-	// already; batch 2's steps are idempotent.)
-	var killedAt []byte
-	for _, f := range s.recorder.files {
-		if rec, _ := playbook.ParseRecord(f); rec.Hosts[2].Status == playbook.HostRunning || rec.Hosts[3].Status == playbook.HostRunning {
-			killedAt = f
+	// Batch 2's intent, written before its first drain: what Git held had
+	// the process been killed there. (The fleet is at the release already;
+	// batch 2's steps are idempotent.)
+	var killedAt *record.Run
+	for _, rec := range s.recorder.records(t) {
+		if rec.Batches[1].StartedAt != nil {
+			killedAt = rec
 			break
 		}
 	}
@@ -89,7 +86,7 @@ func TestResumeSkipsFinishedHostsAndPassedGates(t *testing.T) {
 		rec.StartedFrom != "t@ci" || rec.Resumed[0].From != "s@ci" {
 		t.Errorf("record names the processes: started from %s, resumed %+v", rec.StartedFrom, rec.Resumed)
 	}
-	if rec.Outcome != playbook.OutcomeSucceeded || rec.Batches[0].Gate == nil {
+	if rec.Outcome != record.OutcomeSucceeded || rec.Batches[0].Gate == nil {
 		t.Errorf("outcome %s, gate 1 %+v", rec.Outcome, rec.Batches[0].Gate)
 	}
 }
@@ -129,14 +126,13 @@ steps:
 	}()
 	_, err := s.run(ctx)
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeInterrupted {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeInterrupted {
 		t.Fatalf("err = %v, want interrupted", err)
 	}
 	s.mu.Lock()
 	slow = false
 	s.mu.Unlock()
-	last := s.recorder.files[len(s.recorder.files)-1]
-	rec, err := s.resume(context.Background(), last)
+	rec, err := s.resume(context.Background(), s.recorder.at(t, -1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,8 +146,7 @@ steps:
 		t.Errorf("in flight: %s, want web-1,web-2", got)
 	}
 	// A finished run has nothing to resume.
-	final := s.recorder.files[len(s.recorder.files)-1]
-	if _, err := s.resume(context.Background(), final); err == nil || !strings.Contains(err.Error(), "nothing to resume") {
+	if _, err := s.resume(context.Background(), s.recorder.at(t, -1)); err == nil || !strings.Contains(err.Error(), "nothing to resume") {
 		t.Errorf("resuming a finished run: %v", err)
 	}
 }
@@ -163,7 +158,7 @@ func TestRunApprovalDeadlineAborts(t *testing.T) {
 	s.approver = waitForever{}
 	rec, err := s.run(context.Background())
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeAborted || !strings.Contains(runErr.Reason, "no decision within 50ms") {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeAborted || !strings.Contains(runErr.Reason, "no decision within 50ms") {
 		t.Fatalf("err = %v, want aborted at the deadline", err)
 	}
 	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
@@ -173,8 +168,8 @@ func TestRunApprovalDeadlineAborts(t *testing.T) {
 		t.Errorf("balancer: %s, want %s", got, want)
 	}
 	waited := false
-	for _, f := range s.recorder.files {
-		waited = waited || strings.Contains(string(f), "waiting:\n    gate: 1")
+	for _, r := range s.recorder.records(t) {
+		waited = waited || r.Waiting != nil && r.Waiting.Gate == 1 && r.Hosts[1].Status == record.HostSucceeded
 	}
 	if !waited || rec.Waiting != nil {
 		t.Errorf("the record did not show the wait while it lasted, or still shows it: %+v", rec.Waiting)
@@ -188,9 +183,10 @@ func (waitForever) Approve(ctx context.Context, _ playbook.GateRequest) (bool, s
 	return false, "", ctx.Err()
 }
 
-// A run whose save says another process owns the environment now (its
-// lock was broken, or a resume took it over) stops at once and leaves the
-// balancer to that process: the drained host is not put back by this one.
+// A run whose write says another process owns the environment now (its
+// lock was broken, or a resume took it over) stops the host in flight
+// before its next step and leaves the balancer to that process: the
+// drained host is not put back by this one, and no other host starts.
 func TestRunSupersededLeavesTheBalancerAlone(t *testing.T) {
 	s := newScene(t, `
 hosts: "web-*"
@@ -200,10 +196,26 @@ steps:
   - packages.install
   - balancer.enable
 `)
-	// The start and web-1's drain are saved; the save before its install
-	// is refused.
+	// Batch 1's intent lands; the first progress write is refused, and
+	// web-1's install waits until it was.
+	refused := make(chan struct{})
 	s.recorder.fail = fmt.Errorf("production: %w", playbook.ErrSuperseded)
-	s.recorder.failAfter = 2
+	s.recorder.failAfter = 1
+	s.onEvent = func(e playbook.Event) {
+		if e.Kind == playbook.EventRecordFailed && errors.Is(e.Err, playbook.ErrSuperseded) {
+			close(refused)
+		}
+	}
+	s.balancer.SetHook(func(ctx context.Context, call testenv.FakeCall) error {
+		if call.Op == "drain" {
+			// Hold the host until the refusal came back.
+			select {
+			case <-refused:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})
 	_, err := s.run(context.Background())
 	var runErr *playbook.RunError
 	if !errors.As(err, &runErr) || !strings.Contains(runErr.Reason, "no longer holds") {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lieutenant-deploy/lieutenant/lb"
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 	"github.com/lieutenant-deploy/lieutenant/transport"
@@ -90,7 +91,7 @@ gate:
 }
 
 // rollout does what `lieutenant run` does, with the fake transport.
-func (f *liveFleet) rollout(ctx context.Context) (*playbook.Record, error) {
+func (f *liveFleet) rollout(ctx context.Context) (*record.Run, error) {
 	f.t.Helper()
 	repo, err := releases.Open(f.repo)
 	if err != nil {
@@ -117,11 +118,8 @@ func (f *liveFleet) rollout(ctx context.Context) (*playbook.Record, error) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	rec := playbook.NewRecord(plan, releases.NewRunID(time.Now()), snap.Hash, "Test <t@example.com>", "t@ci", time.Now())
-	recorder, err := releases.NewRecorder(hist, rec)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	rec := playbook.NewRecord(plan, record.Start{ID: releases.NewRunID(time.Now()), Revision: snap.Hash, By: "Test <t@example.com>", From: "t@ci", At: time.Now()})
+	recorder := releases.NewRecorder(hist, nil)
 	local, _ := transport.NewLocal().Connect(ctx, transport.Host{Name: "localhost"})
 	r := &playbook.Runner{
 		Connector: f.fleet,
@@ -175,8 +173,18 @@ func TestRolloutBehindRealHAProxy(t *testing.T) {
 			t.Errorf("git show %s lacks %q:\n%s", path, want, shown)
 		}
 	}
+	host := testenv.Git(t, f.repo, "show", "lieutenant/runs:runs/production/"+rec.ID+"/web-3.yaml")
+	for _, want := range []string{"status: succeeded", "step: balancer.drain", "step: packages.install", "step: balancer.enable"} {
+		if !strings.Contains(host, want) {
+			t.Errorf("web-3's file lacks %q:\n%s", want, host)
+		}
+	}
+	// The story, newest first: the end, batch 2's intent, batch 1's.
 	log := testenv.Git(t, f.repo, "log", "--format=%s", "lieutenant/runs")
-	if !strings.HasPrefix(log, "production 2026.11.3: succeeded, 4/4 hosts done") || strings.Count(log, "\n") < 5 {
+	end := strings.Index(log, "production 2026.11.3: succeeded, 4/4 hosts done")
+	second := strings.Index(log, "production 2026.11.3: batch 2/2 in flight, 2/4 hosts done")
+	first := strings.Index(log, "production 2026.11.3: batch 1/2 in flight, 0/4 hosts done")
+	if end != 0 || second < end || first < second {
 		t.Errorf("git log lieutenant/runs:\n%s", log)
 	}
 	testenv.Git(t, f.repo, "fsck", "--strict")
@@ -191,7 +199,7 @@ func TestRolloutBehindRealHAProxy(t *testing.T) {
 	rec, err = f.rollout(ctx)
 	res = load.Stop()
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeFailed {
 		t.Fatalf("rollout to 1.2.0: err = %v, want a failed run", err)
 	}
 	if got, want := f.state(), "web1=maint/down@1.2.0 web2=maint/down@1.2.0 web3=ready/up@1.1.0 web4=ready/up@1.1.0"; got != want {
@@ -258,7 +266,7 @@ func TestOneHostFailsBehindRealHAProxy(t *testing.T) {
 	rec, err := f.rollout(context.Background())
 	res := load.Stop()
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeFailed {
 		t.Fatalf("err = %v, want a failed run", err)
 	}
 	if got, want := f.haproxy.Statuses(t), "web1=MAINT web2=UP web3=UP web4=UP"; got != want {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lieutenant-deploy/lieutenant/lb"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
 
@@ -31,19 +32,6 @@ type GateRequest struct {
 	Done        []string // hosts changed so far
 	Next        []string // hosts of the next batch
 }
-
-// Recorder keeps the run record somewhere durable. The runner calls Save at
-// every state change, before the next irreversible action; an error stops
-// the run, because a run whose record cannot be kept cannot be resumed. An
-// error wrapping ErrSuperseded says another process owns the run or the
-// environment now: the runner then also leaves the balancer alone.
-type Recorder interface {
-	Save(ctx context.Context, rec *Record) error
-}
-
-// ErrSuperseded is a save refused because this process no longer holds
-// the environment: its lock was broken, or a resume took the run over.
-var ErrSuperseded = errors.New("this process no longer holds the environment's lock")
 
 // Runner executes a plan. It talks to hosts only through Connector and to
 // the load balancer only through Balancer.
@@ -70,6 +58,9 @@ type Runner struct {
 	// CleanupTimeout bounds the balancer repairs made after a host failed or
 	// the run was interrupted; they run even when ctx is cancelled.
 	CleanupTimeout time.Duration
+	// ProgressInterval is the least time between two writes of the hosts'
+	// progress; zero means DefaultProgressInterval.
+	ProgressInterval time.Duration
 }
 
 // EventKind names a progress event.
@@ -84,6 +75,9 @@ const (
 	EventBalancerFix  EventKind = "balancer-fix"
 	EventGate         EventKind = "gate"
 	EventRunFinished  EventKind = "run-finished"
+	// EventRecordFailed: a write of the hosts' progress did not land; it is
+	// tried again, unless another process owns the environment now.
+	EventRecordFailed EventKind = "record-failed"
 )
 
 // Event is one thing that happened during a run, for live views.
@@ -99,45 +93,49 @@ type Event struct {
 	Message  string
 }
 
-// NewRecord starts the record of a run of plan.
-func NewRecord(plan *Plan, id, revision, by, from string, now time.Time) *Record {
-	rec := &Record{
-		ID: id, Environment: plan.Environment, Kind: "run", Release: plan.Release, Revision: revision,
-		StartedBy: by, StartedFrom: from, StartedAt: now.UTC(), Outcome: OutcomeRunning,
-		Strategy: plan.Strategy.String(),
-	}
+// NewRecord starts the record of a run of plan; s gives who starts which
+// run, the plan the rest.
+func NewRecord(plan *Plan, s record.Start) *record.Run {
+	s.Environment, s.Release, s.Strategy = plan.Environment, plan.Release, plan.Strategy.String()
+	s.Packages = nil
 	for _, p := range plan.Packages {
-		rec.Packages = append(rec.Packages, p.NEVRA())
+		s.Packages = append(s.Packages, p.NEVRA())
 	}
-	for _, b := range plan.Batches {
-		br := BatchRecord{Number: b.Number}
-		for _, hp := range b.Hosts {
-			br.Hosts = append(br.Hosts, hp.Host.Name)
-			rec.Hosts = append(rec.Hosts, HostRecord{Name: hp.Host.Name, Address: hp.Host.Address, Batch: b.Number,
-				Status: HostPending, Before: changesFrom(hp.Changes)})
-		}
-		rec.Batches = append(rec.Batches, br)
+	batches := make([][]record.Planned, len(plan.Batches))
+	for i, b := range plan.Batches {
+		batches[i] = planned(b.Hosts)
 	}
-	for _, hp := range plan.UpToDate {
-		rec.Hosts = append(rec.Hosts, HostRecord{Name: hp.Host.Name, Address: hp.Host.Address, Status: HostUpToDate,
-			Before: changesFrom(hp.Changes)})
-	}
-	return rec
+	return record.New(s, batches, planned(plan.UpToDate))
 }
 
 // NewInSyncRecord records that the fleet already runs plan's release (plan
-// has no batches): every host up to date, nothing changed, succeeded. A
-// sync writes it when the manifest moved to what the hosts have, so that
-// history and rollback know the release is out there.
-func NewInSyncRecord(plan *Plan, id, revision, by, from string, now time.Time) *Record {
-	rec := NewRecord(plan, id, revision, by, from, now)
-	at := now.UTC()
-	rec.Outcome, rec.FinishedAt, rec.Duration = OutcomeSucceeded, &at, formatDuration(0)
-	// The run ends as it starts: the balancer's state is the one observed.
-	for i, hp := range plan.UpToDate {
-		rec.Hosts[i].Balancer = hp.Balancer
+// has no batches); see record.NewInSync.
+func NewInSyncRecord(plan *Plan, s record.Start) *record.Run {
+	rec := NewRecord(plan, s)
+	return record.NewInSync(record.Start{ID: rec.ID, Environment: rec.Environment, Kind: rec.Kind, Release: rec.Release,
+		Revision: rec.Revision, Packages: rec.Packages, Strategy: rec.Strategy, Message: rec.Message,
+		By: rec.StartedBy, From: rec.StartedFrom, At: rec.StartedAt}, planned(plan.UpToDate))
+}
+
+func planned(hosts []HostPlan) []record.Planned {
+	out := make([]record.Planned, len(hosts))
+	for i, hp := range hosts {
+		out[i] = record.Planned{Name: hp.Host.Name, Address: hp.Host.Address, Before: changesFrom(hp.Changes), Balancer: hp.Balancer}
 	}
-	return rec
+	return out
+}
+
+// Declare marks in rec, for the plan's first batch with hosts to run, that
+// the batch is in flight: the first write of a run (which also takes the
+// environment's lock) then says what the run is about to touch, and the
+// runner needs no write of its own before it starts.
+func (p *Plan) Declare(rec *record.Run, at time.Time) {
+	for _, b := range p.Batches {
+		if len(b.Hosts) > 0 {
+			rec.StartBatch(b.Number, at)
+			return
+		}
+	}
 }
 
 func changesFrom(cs []Change) map[string]string {
@@ -157,39 +155,38 @@ type runState struct {
 	mu       sync.Mutex
 	plan     *Plan
 	env      *Environment
-	rec      *Record
-	hosts    map[string]*HostRecord
+	rec      *record.Run
+	journal  *journal
 	servers  map[string]string // host name -> balancer server
 	guarded  lb.Balancer       // the balancer behind the MinUp guard, for drain steps
 	failures int
 	stopped  string // why no further host starts; "" while running
-	outcome  Outcome
+	outcome  record.Outcome
 	// superseded: another process owns the environment now, and this one
 	// must not touch the balancer any more.
 	superseded bool
-
-	// Saves are group commits: every change bumps version, and a save
-	// that finds a newer version already saved has nothing to do.
-	saveMu  sync.Mutex
-	version int
-	saved   int
 }
 
-// Run executes plan on env's hosts and keeps rec up to date (rec comes from
-// NewRecord). It returns nil when every host succeeded, a *RefusedError when
-// it stopped before changing any host, and a *RunError otherwise; in every
-// case rec says host by host what happened.
-func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *Record) error {
-	st := &runState{plan: plan, env: env, rec: rec, hosts: map[string]*HostRecord{}, servers: map[string]string{}}
-	for i := range rec.Hosts {
-		st.hosts[rec.Hosts[i].Name] = &rec.Hosts[i]
-		// A resumed run counts the failures of the process before it.
-		if rec.Hosts[i].Status == HostFailed {
-			st.failures++
-		}
-	}
+// Run executes plan on env's hosts and keeps rec up to date. rec comes
+// from NewRecord (or is a resumed run's), and as given is taken to be what
+// the Recorder has already: the caller wrote it when it took the
+// environment's lock, with the first batch declared (see Plan.Declare). Run
+// returns nil when every host succeeded, a *RefusedError when it stopped
+// before changing any host, and a *RunError otherwise; in every case rec
+// says host by host what happened.
+//
+// Writes to the Recorder: each batch's intent before any of its hosts is
+// touched (carrying the previous batch's end and its gate), the wait at a
+// gate that asks for an approval, and the end of the run; in between, the
+// hosts' progress in the background, never waited for.
+func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *record.Run) error {
+	st := &runState{plan: plan, env: env, rec: rec, servers: map[string]string{}}
+	st.journal = newJournal(st, r.Recorder, r.ProgressInterval)
+	st.journal.onFail = func(err error) { r.emit(st, Event{Kind: EventRecordFailed, Err: err}) }
+	// A resumed run counts the failures of the process before it.
+	st.failures = rec.Count(record.HostFailed)
 	if st.failures > 0 && shouldStop(st.failures, plan.Strategy.MaxFailures) {
-		st.stopped, st.outcome = fmt.Sprintf("%d hosts failed before the run was resumed", st.failures), OutcomeFailed
+		st.stopped, st.outcome = fmt.Sprintf("%d hosts failed before the run was resumed", st.failures), record.OutcomeFailed
 	}
 	for _, hp := range append(plan.Hosts(), plan.UpToDate...) {
 		st.servers[hp.Host.Name] = hp.Host.BalancerServer
@@ -197,22 +194,18 @@ func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *Rec
 	if r.Balancer != nil {
 		st.guarded = lb.WithMinimum(r.Balancer, r.MinUp)
 	}
+	st.journal.start(ctx)
+	defer st.journal.close()
 	r.emit(st, Event{Kind: EventRunStarted, Batches: len(plan.Batches), Message: fmt.Sprintf("%s to %s: %d hosts in %d batches",
 		plan.Environment, plan.Release, len(plan.Hosts()), len(plan.Batches))})
 
 	if problems := r.preflight(ctx, st); len(problems) > 0 {
 		if ctx.Err() != nil {
-			st.stop(OutcomeInterrupted, "interrupted before any host was changed")
+			st.stop(record.OutcomeInterrupted, "interrupted before any host was changed")
 			return r.finish(ctx, st, "")
 		}
 		err := &RefusedError{Problems: problems}
-		st.outcome = OutcomeRefused
-		r.finish(ctx, st, err.Error())
-		return err
-	}
-	if err := st.save(ctx, r.Recorder); err != nil {
-		err := &RefusedError{Problems: []string{err.Error()}}
-		st.outcome = OutcomeRefused
+		st.outcome = record.OutcomeRefused
 		r.finish(ctx, st, err.Error())
 		return err
 	}
@@ -221,14 +214,57 @@ func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *Rec
 		if st.isStopped() {
 			break
 		}
-		r.emit(st, Event{Kind: EventBatchStarted, Batch: b.Number, Batches: len(plan.Batches), Message: strings.Join(hostNames(b.Hosts), ", ")})
-		r.runBatch(ctx, st, b)
+		if len(b.Hosts) > 0 {
+			r.emit(st, Event{Kind: EventBatchStarted, Batch: b.Number, Batches: len(plan.Batches), Message: strings.Join(hostNames(b.Hosts), ", ")})
+			if err := r.declare(ctx, st, b); err != nil {
+				if st.changedNothing() {
+					refused := &RefusedError{Problems: []string{err.Error()}}
+					st.outcome = record.OutcomeRefused
+					r.finish(ctx, st, refused.Error())
+					return refused
+				}
+				break
+			}
+			r.runBatch(ctx, st, b)
+		}
 		if st.isStopped() || i == len(plan.Batches)-1 {
 			continue
 		}
 		r.gate(ctx, st, b, plan.Batches[i+1])
 	}
 	return r.finish(ctx, st, "")
+}
+
+// declare writes the batch's intent (its hosts in flight) and returns once
+// it is durable: a killed run is resumed from it, running every host of
+// the batch that did not finish again. The previous batch's end and its
+// gate go in the same write. When it cannot be written the batch does not
+// start, and the run stops.
+func (r *Runner) declare(ctx context.Context, st *runState, b Batch) error {
+	st.mu.Lock()
+	if st.rec.StartBatch(b.Number, r.now()) {
+		st.journal.changed(false)
+	}
+	st.mu.Unlock()
+	err := st.journal.commit(ctx, fmt.Sprintf("batch %d/%d in flight", b.Number, len(st.plan.Batches)))
+	if err != nil {
+		err = fmt.Errorf("batch %d not started: %w", b.Number, err)
+		st.recordLost(ctx, err)
+	}
+	return err
+}
+
+// changedNothing reports whether no host of the run started yet, in this
+// process or the one before it.
+func (st *runState) changedNothing() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, h := range st.rec.Hosts {
+		if h.StartedAt != nil || h.Finished() {
+			return false
+		}
+	}
+	return true
 }
 
 func hostNames(hs []HostPlan) []string {
@@ -276,7 +312,7 @@ func (r *Runner) preflight(ctx context.Context, st *runState) []string {
 			if err != nil {
 				break
 			}
-			_, err = r.step(ctx, st, nil, 0, s, env)
+			_, err = r.step(ctx, st, "", 0, s, env)
 		}
 		if err != nil {
 			return fmt.Errorf("preflight: %w", err)
@@ -322,14 +358,11 @@ func (r *Runner) runBatch(ctx context.Context, st *runState, b Batch) {
 	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	for i, hp := range b.Hosts {
-		if st.finished(hp.Host.Name) {
-			continue // by the process that started a resumed run
-		}
 		slots <- struct{}{}
 		// The first hosts of a batch start together. A later one starts
 		// only if nothing stopped the run while it waited for a slot.
 		if ctx.Err() != nil || i >= limit && st.isStopped() {
-			st.markUntouched(hp.Host.Name)
+			st.update(false, func(rec *record.Run) { rec.MarkUntouched(hp.Host.Name) })
 			<-slots
 			continue
 		}
@@ -344,17 +377,14 @@ func (r *Runner) runBatch(ctx context.Context, st *runState, b Batch) {
 	if ctx.Err() != nil {
 		// A failure before the interruption stays the reason; failures
 		// seen while cancelling are only its effects.
-		st.stop(OutcomeInterrupted, fmt.Sprintf("interrupted during batch %d", b.Number))
+		st.stop(record.OutcomeInterrupted, fmt.Sprintf("interrupted during batch %d", b.Number))
 	}
 }
 
 func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPlan) {
 	name := hp.Host.Name
 	start := r.now()
-	st.update(func() {
-		hr := st.hosts[name]
-		hr.Status, hr.StartedAt = HostRunning, &start
-	})
+	st.update(true, func(rec *record.Run) { rec.StartHost(name, start) })
 	var prog hostProgress
 	var failure error
 	env, err := r.hostEnv(ctx, st, hp.Host)
@@ -369,19 +399,17 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 			prog.failed, failure = true, fmt.Errorf("interrupted before %s: %w", s.Kind(), err)
 			break
 		}
+		// The record is written in the background; a write refused because
+		// another process owns the environment stops the host here.
+		if st.isSuperseded() {
+			prog.failed, failure = true, fmt.Errorf("not started %s: %w", s.Kind(), ErrSuperseded)
+			break
+		}
 		_, drain := s.(*drainStep)
 		_, enable := s.(*enableStep)
-		if drain || enable || s.changesHost() {
-			// Git holds the run's state before every irreversible action,
-			// so a killed run can be picked up from the record alone.
-			if err := r.checkpoint(ctx, st); err != nil {
-				prog.failed, failure = true, fmt.Errorf("not started %s: %w", s.Kind(), err)
-				break
-			}
-		}
 		prog.drainAttempted = prog.drainAttempted || drain
 		prog.changed = prog.changed || s.changesHost()
-		if _, err := r.step(ctx, st, st.hosts[name], batch, s, env); err != nil {
+		if _, err := r.step(ctx, st, name, batch, s, env); err != nil {
 			prog.failed, failure = true, fmt.Errorf("%s: %w", s.Kind(), err)
 			break
 		}
@@ -389,7 +417,7 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 	}
 	if err := r.repair(ctx, st, batch, hp.Host, prog); err != nil {
 		// A failed host may still be serving: stop whatever max_failures says.
-		st.stop(OutcomeFailed, fmt.Sprintf("batch %d: %s failed and could not be taken out of the balancer: %v", batch, name, firstLine(err.Error())))
+		st.stop(record.OutcomeFailed, fmt.Sprintf("batch %d: %s failed and could not be taken out of the balancer: %v", batch, name, firstLine(err.Error())))
 	}
 
 	var after map[string][]Package
@@ -403,48 +431,47 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 			cancel()
 		}
 	}
-	st.update(func() {
-		hr := st.hosts[name]
-		hr.Duration = formatDuration(r.now().Sub(start))
-		hr.After = versionMap(st.plan.Packages, after)
-		if failure == nil {
-			hr.Status = HostSucceeded
-			return
+	st.update(true, func(rec *record.Run) {
+		end := record.HostEnd{Err: failure, After: versionMap(st.plan.Packages, after), Duration: r.now().Sub(start)}
+		if failure != nil {
+			st.failures++
+			switch {
+			case st.stopped != "":
+			case ctx.Err() != nil:
+				// Failing because the run is being interrupted is not a
+				// failure of the host's change; runBatch records the
+				// interruption, and a resume runs the host again.
+				end.Interrupted = true
+			case shouldStop(st.failures, st.plan.Strategy.MaxFailures):
+				st.stopped = fmt.Sprintf("batch %d: %s failed: %s", batch, name, firstLine(failure.Error()))
+				st.outcome = record.OutcomeFailed
+			}
 		}
-		hr.Status, hr.Error = HostFailed, failure.Error()
-		st.failures++
-		switch {
-		case st.stopped != "":
-		case ctx.Err() != nil:
-			// Failing because the run is being interrupted is not a
-			// failure of the host's change; runBatch records the
-			// interruption, and a resume runs the host again.
-			hr.Interrupted = true
-		case shouldStop(st.failures, st.plan.Strategy.MaxFailures):
-			st.stopped = fmt.Sprintf("batch %d: %s failed: %s", batch, name, firstLine(failure.Error()))
-			st.outcome = OutcomeFailed
-		}
+		rec.FinishHost(name, end)
 	})
 	r.emit(st, Event{Kind: EventHostFinished, Batch: batch, Host: name, Duration: r.now().Sub(start), Err: failure})
-	r.checkpoint(ctx, st)
 }
 
-// checkpoint saves the record; a failure stops the run. Once ctx is
-// cancelled the save is made on the cleanup context, so that an
-// interruption is recorded as one rather than as a failed save.
-func (r *Runner) checkpoint(ctx context.Context, st *runState) error {
-	sctx := ctx
+// recordLost stops the run because its record could not be written: a run
+// whose record is not kept cannot be resumed. When another process owns
+// the environment now, the balancer is left alone from here on.
+func (st *runState) recordLost(ctx context.Context, err error) {
+	st.update(false, func(*record.Run) { st.superseded = st.superseded || errors.Is(err, ErrSuperseded) })
+	st.stop(interruptedOr(ctx, record.OutcomeFailed), err.Error())
+}
+
+// commit writes the record now; once ctx is cancelled the write is made on
+// the cleanup context, so that an interruption is recorded as one.
+func (r *Runner) commit(ctx context.Context, st *runState, event string) error {
 	if ctx.Err() != nil {
 		cctx, cancel := r.cleanupContext(ctx)
 		defer cancel()
-		sctx = cctx
+		ctx = cctx
 	}
-	err := st.save(sctx, r.Recorder)
-	if err == nil {
-		return nil
+	err := st.journal.commit(ctx, event)
+	if err != nil {
+		st.recordLost(ctx, err)
 	}
-	st.update(func() { st.superseded = st.superseded || errors.Is(err, ErrSuperseded) })
-	st.stop(interruptedOr(ctx, OutcomeFailed), err.Error())
 	return err
 }
 
@@ -469,7 +496,7 @@ func (r *Runner) repair(ctx context.Context, st *runState, batch int, h Host, pr
 	msg := fmt.Sprintf("%s %s in the balancer", fix, h.BalancerServer)
 	if err != nil {
 		msg = fmt.Sprintf("%s failed: %v", msg, err)
-		st.update(func() { st.hosts[h.Name].Error += "; balancer " + msg })
+		st.update(true, func(rec *record.Run) { rec.NoteError(h.Name, "balancer "+msg) })
 	}
 	r.emit(st, Event{Kind: EventBalancerFix, Batch: batch, Host: h.Name, Message: msg, Err: err})
 	if fix == fixIsolate {
@@ -488,12 +515,11 @@ func (r *Runner) cleanupContext(ctx context.Context) (context.Context, context.C
 }
 
 // step runs one step and records it: the single place where steps are
-// timed, logged and recorded (hr is nil for preflight steps, which are
+// timed, logged and recorded (host is "" for preflight steps, which are
 // reported as problems instead).
-func (r *Runner) step(ctx context.Context, st *runState, hr *HostRecord, batch int, s Step, env *stepEnv) (string, error) {
-	host := env.host.Name
+func (r *Runner) step(ctx context.Context, st *runState, host string, batch int, s Step, env *stepEnv) (string, error) {
 	start := r.now()
-	r.emit(st, Event{Kind: EventStepStarted, Batch: batch, Host: host, Step: s.Kind()})
+	r.emit(st, Event{Kind: EventStepStarted, Batch: batch, Host: env.host.Name, Step: s.Kind()})
 	var out string
 	var err error
 	if env.balancer == nil && (s.Kind() == "balancer.drain" || s.Kind() == "balancer.enable") {
@@ -502,46 +528,41 @@ func (r *Runner) step(ctx context.Context, st *runState, hr *HostRecord, batch i
 		out, err = s.run(ctx, env)
 	}
 	d := r.now().Sub(start)
-	r.emit(st, Event{Kind: EventStepFinished, Batch: batch, Host: host, Step: s.Kind(), Duration: d, Err: err, Message: out})
-	if hr != nil {
-		sr := stepRecord(s, start, d, out, err)
-		st.update(func() { hr.Steps = append(hr.Steps, sr) })
+	r.emit(st, Event{Kind: EventStepFinished, Batch: batch, Host: env.host.Name, Step: s.Kind(), Duration: d, Err: err, Message: out})
+	if host != "" {
+		sr := record.NewStep(s.Kind(), start, d, out, err)
+		st.update(true, func(rec *record.Run) { rec.AddStep(host, sr) })
 	}
 	return out, err
 }
 
-func stepRecord(s Step, start time.Time, d time.Duration, out string, err error) StepRecord {
-	sr := StepRecord{Step: s.Kind(), Status: StepOK, StartedAt: start.UTC(), Duration: formatDuration(d), Output: out}
-	if err != nil {
-		sr.Status, sr.Error = StepFailed, err.Error()
-	}
-	return sr
-}
-
-// gate runs the checks, soak and approval between two batches.
+// gate runs the checks, soak and approval between two batches. Its
+// result is written with the next batch's intent, or with the run's end;
+// a wait for an approval is written before it begins, together with the
+// batch's end, so that whoever decides sees it in Git.
 func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 	g := st.plan.Gate
 	if g.empty() || st.gatePassed(done.Number) {
 		return
 	}
-	gr := &GateRecord{Status: StepOK, At: r.now().UTC()}
+	gr := &record.Gate{Status: record.StepOK, At: r.now().UTC()}
 	if g.Soak > 0 {
 		gr.Soak = g.Soak.String()
 	}
 	env := &stepEnv{conn: r.Local, http: r.http(), commandTimeout: st.env.SSH.CommandTimeout,
 		data: TemplateData{Release: st.plan.Release, Environment: st.plan.Environment}}
-	fail := func(outcome Outcome, format string, args ...any) {
-		gr.Status, gr.Error = StepFailed, fmt.Sprintf(format, args...)
+	fail := func(outcome record.Outcome, format string, args ...any) {
+		gr.Status, gr.Error = record.StepFailed, fmt.Sprintf(format, args...)
 		st.stop(outcome, fmt.Sprintf("gate after batch %d: %s", done.Number, gr.Error))
 	}
 	checks := func(phase string) bool {
 		for _, s := range g.Checks {
 			start := r.now()
 			out, err := s.run(ctx, env)
-			gr.Checks = append(gr.Checks, stepRecord(s, start, r.now().Sub(start), out, err))
+			gr.Checks = append(gr.Checks, record.NewStep(s.Kind(), start, r.now().Sub(start), out, err))
 			r.emit(st, Event{Kind: EventGate, Batch: done.Number, Step: s.Kind(), Duration: r.now().Sub(start), Err: err, Message: phase})
 			if err != nil {
-				fail(interruptedOr(ctx, OutcomeFailed), "%s %s failed: %v", phase, s.Kind(), err)
+				fail(interruptedOr(ctx, record.OutcomeFailed), "%s %s failed: %v", phase, s.Kind(), err)
 				return false
 			}
 		}
@@ -551,7 +572,7 @@ func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 	if ok && g.Soak > 0 {
 		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "soaking for " + g.Soak.String()})
 		if err := sleep(ctx, g.Soak); err != nil {
-			fail(OutcomeInterrupted, "interrupted while soaking")
+			fail(record.OutcomeInterrupted, "interrupted while soaking")
 			ok = false
 		} else {
 			ok = checks("check after soak:")
@@ -564,9 +585,12 @@ func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 		}
 		since := r.now().UTC()
 		// Whoever decides from elsewhere reads in Git that the run waits.
-		st.update(func() { st.rec.Waiting = &WaitRecord{Gate: done.Number, Since: since, Until: since.Add(timeout)} })
+		st.update(false, func(rec *record.Run) {
+			rec.SetWaiting(&record.Wait{Gate: done.Number, Since: since, Until: since.Add(timeout)})
+		})
 		r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: fmt.Sprintf("waiting for approval (until %s)", since.Add(timeout).Format(time.RFC3339))})
-		approved, by, err := false, "", r.checkpoint(ctx, st)
+		approved, by := false, ""
+		err := r.commit(ctx, st, fmt.Sprintf("gate %d waiting for approval", done.Number))
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, timeout)
 			approved, by, err = r.Approver.Approve(actx, GateRequest{
@@ -575,26 +599,28 @@ func (r *Runner) gate(ctx context.Context, st *runState, done, next Batch) {
 			})
 			cancel()
 		}
-		st.update(func() { st.rec.Waiting = nil })
+		st.update(false, func(rec *record.Run) { rec.SetWaiting(nil) })
 		switch {
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-			fail(OutcomeAborted, "no decision within %s; the hosts done so far stay in service", timeout)
+			fail(record.OutcomeAborted, "no decision within %s; the hosts done so far stay in service", timeout)
+		case err != nil && st.isStopped():
+			// The wait could not be recorded: the run stopped already.
+			gr.Status, gr.Error = record.StepFailed, err.Error()
 		case err != nil:
-			fail(interruptedOr(ctx, OutcomeAborted), "approval: %v", err)
+			fail(interruptedOr(ctx, record.OutcomeAborted), "approval: %v", err)
 		case !approved:
-			fail(OutcomeAborted, "not approved by %s", by)
+			fail(record.OutcomeAborted, "not approved by %s", by)
 		default:
 			gr.ApprovedBy = by
 		}
 	}
-	st.update(func() { st.rec.Batches[done.Number-1].Gate = gr })
+	st.update(false, func(rec *record.Run) { rec.SetGate(done.Number, gr) })
 	r.emit(st, Event{Kind: EventGate, Batch: done.Number, Message: "gate " + string(gr.Status), Err: errorOrNil(gr.Error)})
-	r.checkpoint(ctx, st)
 }
 
-func interruptedOr(ctx context.Context, o Outcome) Outcome {
+func interruptedOr(ctx context.Context, o record.Outcome) record.Outcome {
 	if ctx.Err() != nil {
-		return OutcomeInterrupted
+		return record.OutcomeInterrupted
 	}
 	return o
 }
@@ -606,64 +632,63 @@ func errorOrNil(msg string) error {
 	return errors.New(msg)
 }
 
-// finish settles the outcome, reads the final balancer state and saves.
+// finish settles the outcome, reads the final balancer state and writes
+// the record's last version, which also releases the run's lock.
 func (r *Runner) finish(ctx context.Context, st *runState, refusal string) error {
+	st.journal.close()
 	cctx, cancel := r.cleanupContext(ctx)
 	defer cancel()
-	var servers map[string]lb.Server
-	if r.Balancer != nil && st.outcome != OutcomeRefused {
+	var balancer map[string]string
+	if r.Balancer != nil && st.outcome != record.OutcomeRefused {
 		if list, err := r.Balancer.Servers(cctx); err == nil {
-			servers = map[string]lb.Server{}
+			byServer := map[string]lb.Server{}
 			for _, s := range list {
-				servers[s.Name] = s
+				byServer[s.Name] = s
+			}
+			balancer = map[string]string{}
+			for host, server := range st.servers {
+				if s, ok := byServer[server]; ok {
+					balancer[host] = string(s.Admin) + "/" + string(s.Health)
+				}
 			}
 		}
 	}
-	now := r.now().UTC()
-	st.update(func() {
-		rec := st.rec
-		for i := range rec.Hosts {
-			hr := &rec.Hosts[i]
-			if hr.Status == HostPending || hr.Status == HostRunning {
-				hr.Status = HostUntouched
-			}
-			if s, ok := servers[st.servers[hr.Name]]; ok {
-				hr.Balancer = string(s.Admin) + "/" + string(s.Health)
-			}
-		}
+	st.update(false, func(rec *record.Run) {
 		switch {
 		case st.outcome != "":
 		case st.failures > 0:
-			st.outcome = OutcomeFailed
+			st.outcome = record.OutcomeFailed
 			st.stopped = fmt.Sprintf("%d hosts failed (tolerated by max_failures %d)", st.failures, st.plan.Strategy.MaxFailures)
 		default:
-			st.outcome = OutcomeSucceeded
+			st.outcome = record.OutcomeSucceeded
 		}
-		rec.Outcome = st.outcome
-		rec.Reason = st.stopped
+		reason := st.stopped
 		if refusal != "" {
-			rec.Reason = refusal
+			reason = refusal
 		}
-		rec.FinishedAt = &now
-		rec.Duration = formatDuration(now.Sub(rec.StartedAt))
-		rec.Next = nextSteps(rec)
+		rec.Finish(record.End{Outcome: st.outcome, Reason: reason, At: r.now(), Balancer: balancer})
 	})
-	saveErr := st.save(cctx, r.Recorder)
-	r.emit(st, Event{Kind: EventRunFinished, Message: string(st.rec.Outcome), Err: saveErr})
-	if st.outcome == OutcomeSucceeded {
+	saveErr := st.journal.commit(cctx, "")
+	st.mu.Lock()
+	outcome, reason := st.rec.Outcome, st.rec.Reason
+	st.mu.Unlock()
+	r.emit(st, Event{Kind: EventRunFinished, Message: string(outcome), Err: saveErr})
+	if outcome == record.OutcomeSucceeded {
 		if saveErr != nil {
-			return &RunError{Outcome: OutcomeFailed, Reason: "every host succeeded but the record was not saved: " + saveErr.Error()}
+			return &RunError{Outcome: record.OutcomeFailed, Reason: "every host succeeded but the record was not saved: " + saveErr.Error()}
 		}
 		return nil
 	}
-	return &RunError{Outcome: st.outcome, Reason: st.rec.Reason}
+	return &RunError{Outcome: outcome, Reason: reason}
 }
 
-func (st *runState) update(f func()) {
+// update changes the record; progress says the change is a host's, which
+// the journal writes in the background.
+func (st *runState) update(progress bool, f func(rec *record.Run)) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.version++
-	f()
+	f(st.rec)
+	st.journal.changed(progress)
 }
 
 func (st *runState) isSuperseded() bool {
@@ -679,25 +704,16 @@ func (st *runState) isStopped() bool {
 }
 
 // stop records the first reason the run stopped; later ones are effects of it.
-func (st *runState) stop(o Outcome, reason string) {
-	st.update(func() {
-		if st.stopped == "" {
-			st.stopped, st.outcome = reason, o
-		}
-	})
-}
-
-func (st *runState) markUntouched(host string) {
-	st.update(func() { st.hosts[host].Status = HostUntouched })
-}
-
-// finished reports whether the host's part of the run is over: it
-// succeeded or failed, possibly in the process a resume took over from.
-func (st *runState) finished(host string) bool {
+func (st *runState) stop(o record.Outcome, reason string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	s := st.hosts[host].Status
-	return s == HostSucceeded || s == HostFailed
+	st.stopLocked(o, reason)
+}
+
+func (st *runState) stopLocked(o record.Outcome, reason string) {
+	if st.stopped == "" {
+		st.stopped, st.outcome = reason, o
+	}
 }
 
 // gatePassed reports whether the gate after batch n was passed already,
@@ -705,47 +721,13 @@ func (st *runState) finished(host string) bool {
 func (st *runState) gatePassed(n int) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	g := st.rec.Batches[n-1].Gate
-	return g != nil && g.Status == StepOK
+	return st.rec.GatePassed(n)
 }
 
 func (st *runState) doneHosts() []string {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var out []string
-	for _, h := range st.rec.Hosts {
-		if h.Status == HostSucceeded {
-			out = append(out, h.Name)
-		}
-	}
-	return out
-}
-
-// save writes the record as it is now. Saves are serialised so Git sees
-// them in order, and one that finds its state already written by a later
-// save returns at once: parallel hosts share commits instead of queueing.
-func (st *runState) save(ctx context.Context, rec Recorder) error {
-	if rec == nil {
-		return nil
-	}
-	st.mu.Lock()
-	want := st.version
-	st.mu.Unlock()
-	st.saveMu.Lock()
-	defer st.saveMu.Unlock()
-	if st.saved >= want && want > 0 {
-		return nil
-	}
-	// The commit happens on a copy, so hosts keep recording their steps
-	// while Git writes.
-	st.mu.Lock()
-	version, snapshot := st.version, st.rec.clone()
-	st.mu.Unlock()
-	if err := rec.Save(ctx, snapshot); err != nil {
-		return fmt.Errorf("save run record %s: %w", snapshot.ID, err)
-	}
-	st.saved = version
-	return nil
+	return st.rec.HostsWith(record.HostSucceeded)
 }
 
 func (r *Runner) now() time.Time {

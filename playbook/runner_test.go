@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/lieutenant-deploy/lieutenant/lb"
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 )
 
@@ -32,6 +35,8 @@ type scene struct {
 	approver playbook.Approver
 	minUp    int
 	events   []playbook.Event
+	// onEvent, when set, also sees every event.
+	onEvent func(playbook.Event)
 	// healthy decides the verification check per host.
 	mu      sync.Mutex
 	healthy map[string]bool
@@ -115,7 +120,7 @@ func (s *scene) observe(ctx context.Context) (*playbook.Deployment, *playbook.Ob
 }
 
 // run loads, inspects, plans and runs, as `lieutenant run` does.
-func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
+func (s *scene) run(ctx context.Context) (*record.Run, error) {
 	s.t.Helper()
 	dep, obs, err := s.observe(ctx)
 	if err != nil {
@@ -125,7 +130,7 @@ func (s *scene) run(ctx context.Context) (*playbook.Record, error) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	rec := playbook.NewRecord(plan, "run-1", "abc123", "Test <t@example.com>", "t@ci", time.Now())
+	rec := playbook.NewRecord(plan, record.Start{ID: "run-1", Revision: "abc123", By: "Test <t@example.com>", From: "t@ci", At: time.Now()})
 	return rec, s.runner(dep).Run(ctx, dep.Environment, plan, rec)
 }
 
@@ -143,11 +148,19 @@ func (s *scene) runner(dep *playbook.Deployment) *playbook.Runner {
 		Local:     s.fleet.Host("orchestrator"),
 		Approver:  s.approver,
 		Recorder:  s.recorder,
-		Observe:   func(e playbook.Event) { s.events = append(s.events, e) },
+		Observe: func(e playbook.Event) {
+			s.events = append(s.events, e)
+			if s.onEvent != nil {
+				s.onEvent(e)
+			}
+		},
+		// Progress is written as soon as it happens, so that tests see
+		// every write the background writer makes.
+		ProgressInterval: time.Millisecond,
 	}
 }
 
-func (s *scene) hostStatus(rec *playbook.Record) string {
+func (s *scene) hostStatus(rec *record.Run) string {
 	var out []string
 	for _, h := range rec.Hosts {
 		out = append(out, fmt.Sprintf("%s=%s", h.Name, h.Status))
@@ -173,31 +186,108 @@ func (s *scene) versions() string {
 	return strings.Join(out, " ")
 }
 
-// memRecorder keeps every saved version of the record.
+// memRecorder is a history branch in memory: each save is a commit of
+// files on top of the previous ones, as Git would hold them.
 type memRecorder struct {
 	mu        sync.Mutex
-	saves     []playbook.Record
-	files     [][]byte // each save as the file Git would hold
+	tree      map[string][]byte
+	commits   []memCommit
 	fail      error
 	failAfter int // saves that succeed before fail applies
+	// hold, when set, is called (without the lock) before each save
+	// lands: a test blocks a write there.
+	hold        func(c record.Commit)
+	inFlight    int
+	maxInFlight int
 }
 
-func (m *memRecorder) Save(ctx context.Context, rec *playbook.Record) error {
+// memCommit is one save: its message and the files after it.
+type memCommit struct {
+	message string
+	tree    map[string][]byte
+	changed []string
+}
+
+func (m *memRecorder) Save(ctx context.Context, c record.Commit) error {
+	m.mu.Lock()
+	m.inFlight++
+	m.maxInFlight = max(m.maxInFlight, m.inFlight)
+	hold := m.hold
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.inFlight--
+		m.mu.Unlock()
+	}()
+	if hold != nil {
+		hold(c)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// Like Git over the network, a save on a cancelled context fails.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if m.fail != nil && len(m.saves) >= m.failAfter {
+	if m.fail != nil && len(m.commits) >= m.failAfter {
 		return m.fail
 	}
-	cp := *rec
-	cp.Hosts = slices.Clone(rec.Hosts)
-	m.saves = append(m.saves, cp)
-	data, err := rec.Marshal()
-	m.files = append(m.files, data)
-	return err
+	if m.tree == nil {
+		m.tree = map[string][]byte{}
+	}
+	var changed []string
+	for _, f := range c.Files {
+		m.tree[f.Path] = f.Data
+		changed = append(changed, f.Path)
+	}
+	m.commits = append(m.commits, memCommit{message: c.Message, tree: maps.Clone(m.tree), changed: changed})
+	return nil
+}
+
+// saves is how many saves landed.
+func (m *memRecorder) saves() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.commits)
+}
+
+// at reads the record as Git held it after save i (negative: from the end).
+func (m *memRecorder) at(t *testing.T, i int) *record.Run {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i < 0 {
+		i += len(m.commits)
+	}
+	return parseTree(t, m.commits[i].tree)
+}
+
+// records is the record after each save, oldest first.
+func (m *memRecorder) records(t *testing.T) []*record.Run {
+	t.Helper()
+	var out []*record.Run
+	for i := range m.saves() {
+		out = append(out, m.at(t, i))
+	}
+	return out
+}
+
+// parseTree reads the one run of a tree of record files.
+func parseTree(t *testing.T, tree map[string][]byte) *record.Run {
+	t.Helper()
+	var run []byte
+	hosts := map[string][]byte{}
+	for p, data := range tree {
+		if strings.Count(p, "/") == 2 {
+			run = data
+		} else {
+			hosts[strings.TrimSuffix(path.Base(p), ".yaml")] = data
+		}
+	}
+	rec, err := record.Parse(run, hosts)
+	if err != nil {
+		t.Fatalf("the record in Git does not parse: %v", err)
+	}
+	return rec
 }
 
 func TestRunHalvesSucceeds(t *testing.T) {
@@ -212,7 +302,7 @@ func TestRunHalvesSucceeds(t *testing.T) {
 	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
 		t.Errorf("balancer = %s, want %s", got, want)
 	}
-	if rec.Outcome != playbook.OutcomeSucceeded || rec.Reason != "" || rec.Next != nil {
+	if rec.Outcome != record.OutcomeSucceeded || rec.Reason != "" || rec.Next != nil {
 		t.Errorf("record outcome %s reason %q next %v", rec.Outcome, rec.Reason, rec.Next)
 	}
 	for _, h := range rec.Hosts {
@@ -231,7 +321,7 @@ func TestRunHalvesSucceeds(t *testing.T) {
 			t.Errorf("balancer calls %v: %s should come before batch 2 starts", order, c)
 		}
 	}
-	if rec.Batches[0].Gate == nil || rec.Batches[0].Gate.Status != playbook.StepOK || rec.Batches[1].Gate != nil {
+	if rec.Batches[0].Gate == nil || rec.Batches[0].Gate.Status != record.StepOK || rec.Batches[1].Gate != nil {
 		t.Errorf("gates: %+v %+v, want one passed gate after batch 1", rec.Batches[0].Gate, rec.Batches[1].Gate)
 	}
 	// One connection per host for the whole run (inspection included), plus
@@ -239,25 +329,30 @@ func TestRunHalvesSucceeds(t *testing.T) {
 	if d := s.fleet.Dials(); d != 4 {
 		t.Errorf("dials = %d, want 4 (one per host)", d)
 	}
-	// Git holds every state change before the next irreversible action: the
-	// run before any host, and each host before its drain, install, restart
-	// and enable (0, 1, 2 and 4 steps done; the check, the fourth step,
-	// changes nothing), and once it finished.
-	saves := s.recorder.saves
-	if saves[0].Outcome != playbook.OutcomeRunning || saves[len(saves)-1].Outcome != playbook.OutcomeSucceeded {
-		t.Errorf("first save %s, last %s; want running then succeeded", saves[0].Outcome, saves[len(saves)-1].Outcome)
+	// Git held each batch's intent before any of its hosts was touched,
+	// with the batch before it finished and its gate passed; the steps of
+	// every host, and their end, reached it too, off the critical path.
+	recs := s.recorder.records(t)
+	intent := slices.IndexFunc(recs, func(r *record.Run) bool { return r.Batches[1].StartedAt != nil })
+	if intent < 0 {
+		t.Fatal("no write declared batch 2 in flight")
 	}
-	for _, host := range []string{"web-1", "web-2", "web-3", "web-4"} {
-		for _, steps := range []int{0, 1, 2, 4, 5} {
-			found := slices.ContainsFunc(saves, func(r playbook.Record) bool {
-				i := slices.IndexFunc(r.Hosts, func(h playbook.HostRecord) bool { return h.Name == host })
-				return r.Hosts[i].Status == playbook.HostRunning && len(r.Hosts[i].Steps) == steps ||
-					steps == 5 && r.Hosts[i].Status == playbook.HostSucceeded
-			})
-			if !found {
-				t.Errorf("no saved record shows %s with %d steps done", host, steps)
-			}
+	if got, want := s.hostStatus(recs[intent]), "web-1=succeeded web-2=succeeded web-3=running web-4=running"; got != want || !recs[intent].GatePassed(1) {
+		t.Errorf("batch 2's intent: hosts %s (want %s), gate 1 %+v", got, want, recs[intent].Batches[0].Gate)
+	}
+	for _, h := range recs[intent].Hosts[2:] {
+		if h.StartedAt != nil || len(h.Steps) > 0 {
+			t.Errorf("%s had started when batch 2's intent was written: %+v", h.Name, h)
 		}
+	}
+	if first := recs[0]; first.Batches[0].StartedAt == nil || len(first.Hosts[0].Steps) > 0 {
+		t.Errorf("the first write is not batch 1's intent: %+v", first.Batches[0])
+	}
+	if last := recs[len(recs)-1]; last.Outcome != record.OutcomeSucceeded || len(last.Hosts[3].Steps) != 5 {
+		t.Errorf("last write: %s, web-4 with %d steps", last.Outcome, len(last.Hosts[3].Steps))
+	}
+	if s.recorder.maxInFlight != 1 {
+		t.Errorf("%d writes at once, want one at a time", s.recorder.maxInFlight)
 	}
 	// Every install went through sudo with the exact NEVRA.
 	for _, c := range s.fleet.Host("web-1").Commands() {
@@ -272,7 +367,7 @@ func TestRunFailedHostStaysOutAndLaterBatchesUntouched(t *testing.T) {
 	s.setHealthy("web-1", false)
 	rec, err := s.run(context.Background())
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeFailed {
 		t.Fatalf("run error = %v, want a failed *RunError", err)
 	}
 	if got, want := s.hostStatus(rec), "web-1=failed web-2=succeeded web-3=untouched web-4=untouched"; got != want {
@@ -376,7 +471,7 @@ func TestRunDrainRefusedLeavesHostInService(t *testing.T) {
 	})
 	rec, err := s.run(context.Background())
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeFailed {
 		t.Fatalf("err = %v, want a failed run", err)
 	}
 	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=failed web-3=untouched web-4=untouched"; got != want {
@@ -404,13 +499,13 @@ steps:
 	s.setHealthy("web-2", false)
 	rec, err := s.run(context.Background())
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeFailed {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeFailed {
 		t.Fatalf("err = %v, want a failed run", err)
 	}
 	if got, want := s.serverStates(), "web1=ready web2=maint web3=ready web4=ready"; got != want {
 		t.Errorf("balancer: %s, want %s", got, want)
 	}
-	if rec.Hosts[1].Status != playbook.HostFailed || rec.Hosts[1].Balancer != "maint/down" {
+	if rec.Hosts[1].Status != record.HostFailed || rec.Hosts[1].Balancer != "maint/down" {
 		t.Errorf("web-2 record: %+v", rec.Hosts[1])
 	}
 }
@@ -441,7 +536,7 @@ steps:
 	}()
 	rec, err := s.run(ctx)
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeInterrupted {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeInterrupted {
 		t.Fatalf("err = %v, want an interrupted *RunError", err)
 	}
 	// Batch 1 hosts changed and did not finish: out of service. Batch 2: untouched.
@@ -451,8 +546,8 @@ steps:
 	if got, want := s.hostStatus(rec), "web-1=failed web-2=failed web-3=untouched web-4=untouched"; got != want {
 		t.Errorf("hosts: %s, want %s", got, want)
 	}
-	last := s.recorder.saves[len(s.recorder.saves)-1]
-	if last.Outcome != playbook.OutcomeInterrupted {
+	last := s.recorder.at(t, -1)
+	if last.Outcome != record.OutcomeInterrupted {
 		t.Errorf("last saved outcome = %s, want interrupted (saved despite the cancelled context)", last.Outcome)
 	}
 }
@@ -470,7 +565,7 @@ func TestRunGateNotApproved(t *testing.T) {
 	s.approver = deny
 	rec, err := s.run(context.Background())
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeAborted {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeAborted {
 		t.Fatalf("err = %v, want aborted", err)
 	}
 	if len(deny.asked) != 1 || strings.Join(deny.asked[0].Next, ",") != "web-3,web-4" || strings.Join(deny.asked[0].Done, ",") != "web-1,web-2" {
@@ -479,7 +574,7 @@ func TestRunGateNotApproved(t *testing.T) {
 	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
 		t.Errorf("hosts: %s, want %s", got, want)
 	}
-	if g := rec.Batches[0].Gate; g == nil || g.Status != playbook.StepFailed || !strings.Contains(g.Error, "not approved by alice") {
+	if g := rec.Batches[0].Gate; g == nil || g.Status != record.StepFailed || !strings.Contains(g.Error, "not approved by alice") {
 		t.Errorf("gate record: %+v", g)
 	}
 }
@@ -496,6 +591,8 @@ func TestRunGateCheckFailureStops(t *testing.T) {
 	}
 }
 
+// A run whose first batch's intent cannot be written changes nothing and
+// is refused.
 func TestRunStopsWhenRecordCannotBeSaved(t *testing.T) {
 	s := newScene(t, standardPlaybook)
 	s.recorder.fail = errors.New("disk full")
@@ -541,7 +638,7 @@ func TestRunAgainRepairsHostLeftOutOfService(t *testing.T) {
 	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
 		t.Errorf("balancer: %s, want %s", got, want)
 	}
-	if rec.Hosts[0].Name != "web-1" || rec.Hosts[0].Status != playbook.HostSucceeded {
+	if rec.Hosts[0].Name != "web-1" || rec.Hosts[0].Status != record.HostSucceeded {
 		t.Errorf("web-1: %+v, want it re-run and succeeded", rec.Hosts[0])
 	}
 }
@@ -605,7 +702,7 @@ func TestRunInterruptedDuringPreflight(t *testing.T) {
 	}
 	_, err := s.run(ctx)
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || runErr.Outcome != playbook.OutcomeInterrupted {
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeInterrupted {
 		t.Fatalf("err = %v, want an interrupted run (exit 5), not a refusal", err)
 	}
 	if calls := s.balancer.Calls(); len(calls) != 0 {
@@ -613,25 +710,74 @@ func TestRunInterruptedDuringPreflight(t *testing.T) {
 	}
 }
 
-// When the record cannot be saved, the host in flight does not go on to its
-// next irreversible step: it is put back as it was, and the run stops.
-func TestRunRecordFailureStopsBeforeNextChange(t *testing.T) {
-	s := newScene(t, strings.Replace(standardPlaybook, `hosts: "web-*"`, "hosts: \"web-*\"\nstrategy: {max_parallel: 1}", 1))
-	s.recorder.fail, s.recorder.failAfter = errors.New("disk full"), 2 // the run's start and web-1's drain
+// A batch whose intent cannot be written does not start: the batch before
+// it finishes (its hosts never wait for Git), the run stops there, and the
+// hosts of later batches stay untouched and in service.
+func TestRunStopsBeforeABatchWhoseIntentCannotBeWritten(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	// Batch 1's intent lands; every later write fails.
+	s.recorder.fail, s.recorder.failAfter = errors.New("disk full"), 1
 	rec, err := s.run(context.Background())
 	var runErr *playbook.RunError
-	if !errors.As(err, &runErr) || !strings.Contains(rec.Reason, "disk full") {
+	if !errors.As(err, &runErr) || !strings.Contains(rec.Reason, "batch 2 not started") || !strings.Contains(rec.Reason, "disk full") {
 		t.Fatalf("err = %v, reason %q", err, rec.Reason)
 	}
-	for _, c := range s.fleet.Host("web-1").Commands() {
-		if c.Args[0] != "rpm" {
-			t.Errorf("web-1 ran %q although the record could not be saved", c)
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	for _, h := range []string{"web-3", "web-4"} {
+		for _, c := range s.fleet.Host(h).Commands() {
+			if c.Args[0] != "rpm" {
+				t.Errorf("%s ran %q although its batch's intent could not be written", h, c)
+			}
 		}
 	}
 	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
-		t.Errorf("balancer: %s, want %s (web1 drained, unchanged, put back)", got, want)
+		t.Errorf("balancer: %s, want %s", got, want)
 	}
-	if got, want := s.hostStatus(rec), "web-1=failed web-2=untouched web-3=untouched web-4=untouched"; got != want {
-		t.Errorf("hosts: %s, want %s", got, want)
+}
+
+// Hosts never wait for Git: with a progress write stuck at the remote,
+// batch 1's hosts run all their steps; the stuck write is the only one in
+// flight, and the batch after waits for it only to write its intent.
+func TestProgressNeverMakesAHostWait(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	finished := make(chan struct{})
+	var once sync.Once
+	s.recorder.hold = func(c record.Commit) {
+		if strings.Contains(c.Message, "progress") {
+			once.Do(func() { <-finished })
+		}
+	}
+	var done int
+	var mu sync.Mutex
+	obs := func(e playbook.Event) {
+		if e.Kind == playbook.EventHostFinished && e.Batch == 1 {
+			mu.Lock()
+			if done++; done == 2 {
+				close(finished)
+			}
+			mu.Unlock()
+		}
+	}
+	dep, o, err := s.observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := playbook.MakePlan(dep, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := playbook.NewRecord(plan, record.Start{ID: "run-1", Revision: "abc123", By: "Test <t@example.com>", From: "t@ci", At: time.Now()})
+	runner := s.runner(dep)
+	runner.Observe = obs
+	if err := runner.Run(context.Background(), dep.Environment, plan, rec); err != nil {
+		t.Fatal(err)
+	}
+	if s.recorder.maxInFlight != 1 {
+		t.Errorf("%d writes at once, want one at a time", s.recorder.maxInFlight)
+	}
+	if got, want := s.hostStatus(s.recorder.at(t, -1)), "web-1=succeeded web-2=succeeded web-3=succeeded web-4=succeeded"; got != want {
+		t.Errorf("hosts in Git at the end: %s, want %s", got, want)
 	}
 }

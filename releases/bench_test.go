@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 	"github.com/lieutenant-deploy/lieutenant/transport"
@@ -20,17 +21,17 @@ func BenchmarkPut(b *testing.B) {
 	dir := testenv.NewGitRepo(b, deployFiles)
 	h := history(b, openRepo(b, dir))
 	start := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-	record := []byte("outcome: success\nhosts:\n  web-1: {before: hello-web-1.0.0-1, after: hello-web-1.1.0-1}\n")
+	file := []byte("outcome: success\nhosts:\n  web-1: {before: hello-web-1.0.0-1, after: hello-web-1.1.0-1}\n")
 	for i := range existing {
-		p, _ := releases.RecordPath("production", releases.NewRunID(start.Add(time.Duration(i)*time.Minute)))
-		if _, err := h.Put(ctx, p, record, "seed"); err != nil {
+		p, _ := record.Path("production", releases.NewRunID(start.Add(time.Duration(i)*time.Minute)))
+		if _, err := h.Put(ctx, p, file, "seed"); err != nil {
 			b.Fatal(err)
 		}
 	}
 	i := existing
 	for b.Loop() {
-		p, _ := releases.RecordPath("production", releases.NewRunID(start.Add(time.Duration(i)*time.Minute)))
-		if _, err := h.Put(ctx, p, record, fmt.Sprintf("production: run %d", i)); err != nil {
+		p, _ := record.Path("production", releases.NewRunID(start.Add(time.Duration(i)*time.Minute)))
+		if _, err := h.Put(ctx, p, file, fmt.Sprintf("production: run %d", i)); err != nil {
 			b.Fatal(err)
 		}
 		i++
@@ -72,11 +73,11 @@ func BenchmarkPushRecord(b *testing.B) {
 			if err := h.Refresh(ctx); err != nil {
 				b.Fatal(err)
 			}
-			record := []byte("outcome: running\n")
+			file := []byte("outcome: running\n")
 			i := 0
 			for b.Loop() {
 				i++
-				if _, err := h.Put(ctx, "runs/production/r.yaml", append(record, fmt.Sprintf("saves: %d\n", i)...), "save"); err != nil {
+				if _, err := h.Put(ctx, "runs/production/r.yaml", append(file, fmt.Sprintf("saves: %d\n", i)...), "save"); err != nil {
 					b.Fatal(err)
 				}
 			}

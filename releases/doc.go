@@ -1,9 +1,10 @@
 // Package releases is lieutenant's only door to Git. It reads the deploy
 // configuration (lieutenant.yaml, manifests, inventories, playbooks) from a
 // commit, and it writes onto a history branch (DefaultHistoryBranch,
-// "lieutenant/runs") of the same repository: one run-record file per run
-// (runs/<env>/<id>.yaml), each environment's lock (locks/<env>.yaml) and the
-// decisions on runs' gates (approvals/<env>/<id>.yaml). With a remote
+// "lieutenant/runs") of the same repository: each run's record as
+// package record lays it out (runs/<env>/<id>.yaml, and one file per host
+// under runs/<env>/<id>/), each environment's lock (locks/<env>.yaml) and
+// the decisions on runs' gates (approvals/<env>/<id>.yaml). With a remote
 // (Repo.UseRemote: SSH with verified host keys, HTTPS with a token, or a
 // path), branches are fetched from it and every history write is pushed to
 // it.
@@ -15,8 +16,10 @@
 //     the index are invisible to it, so what is deployed is exactly what a
 //     commit hash names.
 //
-//   - History writes never touch the user's work tree, index or HEAD. A Put
-//     builds blob, trees and commit objects directly in the object database
+//   - History writes never touch the user's work tree, index or HEAD. A
+//     write (Commit: any number of files in one commit, each directory's
+//     tree rewritten once) builds blob, trees and commit objects directly in
+//     the object database
 //     and then moves refs/heads/<branch> only; the branch never needs to be
 //     checked out, and a Put refuses to move it while some work tree has it
 //     checked out (a commit made there would drop the new records).
@@ -58,8 +61,11 @@
 //
 //   - A lock names its holder's process (a token). Only that process can
 //     unlock it, a resume takes it over explicitly, and a record write
-//     guarded by it (Recorder.HoldingLock) fails once it is gone, so at
-//     most one process changes an environment's hosts.
+//     guarded by it (a Recorder with a lock) fails once it is gone, so at
+//     most one process changes an environment's hosts. A run's lock and its
+//     first record are one commit (BeginRun), refused when a run of the
+//     environment was recorded since the hosts were inspected; its last
+//     record and the unlock are one commit too.
 //
 //   - Secrets never reach the repository: a token is only ever in memory,
 //     and a URL with a password is refused.

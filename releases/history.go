@@ -75,10 +75,26 @@ func (h *History) Identity() Signature { return h.identity }
 // writer got there first, so it must only compute.
 type Change func(current []byte) ([]byte, error)
 
-// Put commits data as the file at p (slash-separated, e.g.
-// "runs/production/2026-11-28T10-00-00Z-3f2a.yaml") on top of the branch
-// tip, keeping every other file, and returns the new commit's hash. See
-// Update.
+// Tip is the branch tip a write is built on, as Edits and Guards read it.
+type Tip interface {
+	// ReadFile returns the file at path; nil when there is none.
+	ReadFile(path string) ([]byte, error)
+	// TreeHash returns the hash of the directory at path ("" for the
+	// root); zero when there is none.
+	TreeHash(path string) (plumbing.Hash, error)
+}
+
+// Edits computes one commit's changes from the branch tip it is built on.
+// The result maps paths
+// (slash-separated, e.g. "runs/production/2026-11-28T10-00-00Z-3f2a.yaml")
+// to their new contents; a nil content removes the file, and a file's
+// current content changes nothing. An error cancels the write and is
+// returned as is. Edits may be asked again, on a newer tip, when another
+// writer got there first, so they must only compute.
+type Edits func(tip Tip) (map[string][]byte, error)
+
+// Put commits data as the file at p on top of the branch tip, keeping every
+// other file, and returns the new commit's hash. See Commit.
 func (h *History) Put(ctx context.Context, p string, data []byte, message string) (string, error) {
 	if data == nil {
 		data = []byte{}
@@ -87,41 +103,65 @@ func (h *History) Put(ctx context.Context, p string, data []byte, message string
 }
 
 // Update commits the file at p as change makes it from the branch tip's
-// version, keeping every other file, and returns the new commit's hash (the
-// tip's when nothing changed). The first write creates the branch as an
-// orphan holding only that file.
-//
-// The branch is moved by compare-and-swap: locally through git's ref lock,
-// and with a remote (see Repo.UseRemote) by a push the remote refuses when
-// its branch moved. Either way, when another writer got there first, the
-// branch is read again, change is asked again on the new tip and the write
-// is retried, up to a bound; the other writer's commits are kept. Without a
-// remote, Update refuses to move the branch while a work tree has it
-// checked out. An error from change is returned as it is.
+// version. See Commit.
 func (h *History) Update(ctx context.Context, p string, change Change, message string) (string, error) {
 	return h.UpdateIf(ctx, p, nil, change, message)
 }
 
 // Guard vetoes a write by returning an error, after reading other files
-// of the same tip the write is built on (read returns nil for a missing
-// file). The compare-and-swap makes the check and the write one step.
-type Guard func(read func(path string) ([]byte, error)) error
+// of the same tip the write is built on. The compare-and-swap makes the
+// check and the write one step.
+type Guard func(tip Tip) error
 
 // UpdateIf is Update with a guard checked on the same tip: a run's record
 // is written only while the run still holds its lock, say.
 func (h *History) UpdateIf(ctx context.Context, p string, guard Guard, change Change, message string) (string, error) {
-	hash, err := h.update(ctx, p, guard, change, message)
+	if _, err := splitTreePath(p); err != nil {
+		return "", fmt.Errorf("write %s to %s: %w", p, h.where(), err)
+	}
+	return h.Commit(ctx, p, func(tip Tip) (map[string][]byte, error) {
+		if guard != nil {
+			if err := guard(tip); err != nil {
+				return nil, err
+			}
+		}
+		cur, err := tip.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		data, err := change(cur)
+		if err != nil {
+			return nil, err
+		}
+		return map[string][]byte{p: data}, nil
+	}, message)
+}
+
+// Commit makes one commit of the changes edits computes from the branch
+// tip, keeping every other file, and returns the new commit's hash (the
+// tip's when nothing changed); what names the files for messages. The first write creates the branch as an
+// orphan holding only those files.
+//
+// The branch is moved by compare-and-swap: locally through git's ref lock,
+// and with a remote (see Repo.UseRemote) by a push the remote refuses when
+// its branch moved. Either way, when another writer got there first, the
+// branch is read again, edits are asked again on the new tip and the write
+// is retried, up to a bound; the other writer's commits are kept. Without a
+// remote, Commit refuses to move the branch while a work tree has it
+// checked out. An error from edits is returned as it is.
+func (h *History) Commit(ctx context.Context, what string, edits Edits, message string) (string, error) {
+	hash, err := h.update(ctx, edits, message)
 	var refused *changeError
 	if errors.As(err, &refused) {
 		return "", refused.err
 	}
 	if err != nil {
-		return "", fmt.Errorf("write %s to %s: %w", p, h.where(), err)
+		return "", fmt.Errorf("write %s to %s: %w", what, h.where(), err)
 	}
 	return hash, nil
 }
 
-// changeError carries an error of a Change or Guard through update.
+// changeError carries an error of Edits through update.
 type changeError struct{ err error }
 
 func (e *changeError) Error() string { return e.err.Error() }
@@ -134,14 +174,10 @@ func (h *History) where() string {
 	return h.branch
 }
 
-func (h *History) update(ctx context.Context, p string, guard Guard, change Change, message string) (string, error) {
-	parts, err := splitTreePath(p)
-	if err != nil {
-		return "", err
-	}
+func (h *History) update(ctx context.Context, edits Edits, message string) (string, error) {
 	message = strings.TrimSpace(message)
 	if message == "" {
-		message = "lieutenant: write " + p
+		message = "lieutenant: write history"
 	}
 	message += "\n"
 
@@ -163,7 +199,7 @@ func (h *History) update(ctx context.Context, p string, guard Guard, change Chan
 				return err
 			}
 			var changed bool
-			commit, changed, err = h.commitOn(base, parts, guard, change, message)
+			commit, changed, err = h.commitOn(base, edits, message)
 			if err == nil && changed {
 				if r.remote == nil {
 					return r.casRef(ctx, h.ref, commit, base)
@@ -229,10 +265,10 @@ func (h *History) tipRef() plumbing.ReferenceName {
 	return h.ref
 }
 
-// commitOn writes the commit that applies change on top of tip (zero: an
-// orphan). changed is false when change leaves the file as it is. Called
+// commitOn writes the commit that applies edits on top of tip (zero: an
+// orphan). changed is false when they leave every file as it is. Called
 // with r.mu held.
-func (h *History) commitOn(tip plumbing.Hash, parts []string, guard Guard, change Change, message string) (_ plumbing.Hash, changed bool, _ error) {
+func (h *History) commitOn(tip plumbing.Hash, edits Edits, message string) (_ plumbing.Hash, changed bool, _ error) {
 	r := h.repo
 	var base plumbing.Hash
 	var parents []plumbing.Hash
@@ -243,33 +279,24 @@ func (h *History) commitOn(tip plumbing.Hash, parts []string, guard Guard, chang
 		}
 		base, parents = c.TreeHash, []plumbing.Hash{tip}
 	}
-	if guard != nil {
-		read := func(p string) ([]byte, error) {
-			parts, err := splitTreePath(p)
-			if err != nil {
-				return nil, err
-			}
-			return r.fileAt(base, parts)
-		}
-		if err := guard(read); err != nil {
-			return plumbing.ZeroHash, false, &changeError{err}
-		}
-	}
-	current, err := r.fileAt(base, parts)
-	if err != nil {
-		return plumbing.ZeroHash, false, err
-	}
-	data, err := change(current)
+	files, err := edits(treeTip{r, base})
 	if err != nil {
 		return plumbing.ZeroHash, false, &changeError{err}
 	}
-	var blob plumbing.Hash // zero: remove
-	if data != nil {
-		if blob, err = r.writeBlob(data); err != nil {
-			return plumbing.ZeroHash, false, fmt.Errorf("write blob: %w", err)
+	blobs := make(map[string]plumbing.Hash, len(files))
+	for p, data := range files {
+		if _, err := splitTreePath(p); err != nil {
+			return plumbing.ZeroHash, false, err
 		}
+		var blob plumbing.Hash // zero: remove
+		if data != nil {
+			if blob, err = r.writeBlob(data); err != nil {
+				return plumbing.ZeroHash, false, fmt.Errorf("write blob: %w", err)
+			}
+		}
+		blobs[p] = blob
 	}
-	tree, changed, err := r.setInTree(base, "", parts, blob)
+	tree, changed, err := r.setFiles(base, "", blobs)
 	if err != nil || !changed {
 		return plumbing.ZeroHash, false, err
 	}
@@ -332,6 +359,25 @@ func (h *History) Refresh(ctx context.Context) error {
 		return fmt.Errorf("read history branch %s: %w", h.branch, err)
 	}
 	return nil
+}
+
+// TipHash is the commit the branch is at, as last fetched with a remote;
+// the zero hash before the first write. BeginRun takes it to tell whether
+// runs were recorded since.
+func (h *History) TipHash(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	var tip plumbing.Hash
+	err := h.repo.locked(func() error {
+		var err error
+		tip, _, err = h.tip()
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("read history branch %s: %w", h.branch, err)
+	}
+	return tip.String(), nil
 }
 
 // Snapshot returns the branch tip as a Snapshot, or an error wrapping
@@ -454,11 +500,12 @@ func checkPathElem(e string) error {
 	return nil
 }
 
-// setInTree returns the hash of tree base (zero: an empty tree) with the
-// blob at path parts, or without the file there when blob is zero, writing
-// the trees that change. A directory left empty disappears, as in git.
-// changed is false when base is already like that. Called with r.mu held.
-func (r *Repo) setInTree(base plumbing.Hash, dir string, parts []string, blob plumbing.Hash) (_ plumbing.Hash, changed bool, _ error) {
+// setFiles returns the hash of tree base (zero: an empty tree) with the
+// blobs at the given paths, relative to base (a zero blob removes the
+// file), writing each tree that changes once. A directory left empty
+// disappears, as in git. changed is false when base is already like that.
+// dir is base's path, for messages. Called with r.mu held.
+func (r *Repo) setFiles(base plumbing.Hash, dir string, files map[string]plumbing.Hash) (_ plumbing.Hash, changed bool, _ error) {
 	var entries []object.TreeEntry
 	if !base.IsZero() {
 		t, err := object.GetTree(r.storage, base)
@@ -467,44 +514,68 @@ func (r *Repo) setInTree(base plumbing.Hash, dir string, parts []string, blob pl
 		}
 		entries = slices.Clone(t.Entries)
 	}
-	name := parts[0]
-	here := path.Join(dir, name)
-	i := slices.IndexFunc(entries, func(e object.TreeEntry) bool { return e.Name == name })
-	entry := object.TreeEntry{Name: name, Mode: filemode.Regular, Hash: blob}
-	if len(parts) == 1 {
-		if i >= 0 {
-			switch e := entries[i]; {
-			case e.Mode == filemode.Dir || e.Mode == filemode.Submodule:
-				return plumbing.ZeroHash, false, fmt.Errorf("%s is a directory on the branch", here)
-			case e.Mode == filemode.Regular && e.Hash == blob:
-				return base, false, nil
-			}
-		} else if blob.IsZero() {
-			return base, false, nil
+	here := map[string]plumbing.Hash{}
+	subdirs := map[string]map[string]plumbing.Hash{}
+	for p, blob := range files {
+		name, rest, nested := strings.Cut(p, "/")
+		if !nested {
+			here[name] = blob
+			continue
 		}
-	} else {
-		var sub plumbing.Hash
-		if i >= 0 {
-			if entries[i].Mode != filemode.Dir {
-				return plumbing.ZeroHash, false, fmt.Errorf("%s is a file on the branch, not a directory", here)
-			}
-			sub = entries[i].Hash
-		} else if blob.IsZero() {
-			return base, false, nil
+		if subdirs[name] == nil {
+			subdirs[name] = map[string]plumbing.Hash{}
 		}
-		h, changed, err := r.setInTree(sub, here, parts[1:], blob)
-		if err != nil || !changed {
-			return base, false, err
-		}
-		entry = object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h}
+		subdirs[name][rest] = blob
 	}
-	switch {
-	case entry.Hash.IsZero():
-		entries = slices.Delete(entries, i, i+1)
-	case i >= 0:
-		entries[i] = entry
-	default:
-		entries = append(entries, entry)
+	for name := range here {
+		if _, both := subdirs[name]; both {
+			return plumbing.ZeroHash, false, fmt.Errorf("%s is written both as a file and as a directory", path.Join(dir, name))
+		}
+	}
+	set := func(name string, e object.TreeEntry) {
+		i := slices.IndexFunc(entries, func(x object.TreeEntry) bool { return x.Name == name })
+		switch {
+		case i >= 0 && e.Hash.IsZero():
+			entries = slices.Delete(entries, i, i+1)
+		case i >= 0:
+			entries[i] = e
+		case !e.Hash.IsZero():
+			entries = append(entries, e)
+		}
+		changed = true
+	}
+	find := func(name string) (object.TreeEntry, bool) {
+		i := slices.IndexFunc(entries, func(x object.TreeEntry) bool { return x.Name == name })
+		if i < 0 {
+			return object.TreeEntry{}, false
+		}
+		return entries[i], true
+	}
+	for name, blob := range here {
+		e, ok := find(name)
+		switch {
+		case ok && (e.Mode == filemode.Dir || e.Mode == filemode.Submodule):
+			return plumbing.ZeroHash, false, fmt.Errorf("%s is a directory on the branch", path.Join(dir, name))
+		case ok && e.Mode == filemode.Regular && e.Hash == blob, !ok && blob.IsZero():
+			continue
+		}
+		set(name, object.TreeEntry{Name: name, Mode: filemode.Regular, Hash: blob})
+	}
+	for name, sub := range subdirs {
+		e, ok := find(name)
+		if ok && e.Mode != filemode.Dir {
+			return plumbing.ZeroHash, false, fmt.Errorf("%s is a file on the branch, not a directory", path.Join(dir, name))
+		}
+		h, subChanged, err := r.setFiles(e.Hash, path.Join(dir, name), sub)
+		if err != nil {
+			return plumbing.ZeroHash, false, err
+		}
+		if subChanged {
+			set(name, object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h})
+		}
+	}
+	if !changed {
+		return base, false, nil
 	}
 	if len(entries) == 0 && dir != "" {
 		return plumbing.ZeroHash, true, nil
@@ -517,6 +588,45 @@ func (r *Repo) setInTree(base plumbing.Hash, dir string, parts []string, blob pl
 		return plumbing.ZeroHash, false, fmt.Errorf("write tree %s: %w", path.Join(".", dir), err)
 	}
 	return h, true, nil
+}
+
+// treeTip reads the tree of a tip, with r.mu held.
+type treeTip struct {
+	r    *Repo
+	tree plumbing.Hash
+}
+
+func (t treeTip) ReadFile(p string) ([]byte, error) {
+	parts, err := splitTreePath(p)
+	if err != nil {
+		return nil, err
+	}
+	return t.r.fileAt(t.tree, parts)
+}
+
+func (t treeTip) TreeHash(p string) (plumbing.Hash, error) {
+	n := node{mode: filemode.Dir, hash: t.tree}
+	if p == "" {
+		return t.tree, nil
+	}
+	parts, err := splitTreePath(p)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	for _, elem := range parts {
+		if n.hash.IsZero() || n.mode != filemode.Dir {
+			return plumbing.ZeroHash, nil
+		}
+		next, ok, err := t.r.child(n, elem)
+		if err != nil || !ok {
+			return plumbing.ZeroHash, err
+		}
+		n = next
+	}
+	if n.mode != filemode.Dir {
+		return plumbing.ZeroHash, nil
+	}
+	return n.hash, nil
 }
 
 // fileAt reads the file at parts in tree (zero: an empty tree); nil when

@@ -14,6 +14,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
 	"github.com/lieutenant-deploy/lieutenant/playbook"
 )
 
@@ -161,37 +164,94 @@ func (h *History) TakeOver(ctx context.Context, l Lock, from Lock) error {
 }
 
 func (h *History) lock(ctx context.Context, l Lock, from *Lock) error {
-	p, err := LockPath(l.Environment)
+	edits, err := h.lockEdits(l, from)
 	if err != nil {
 		return err
 	}
+	_, err = h.Commit(ctx, "the lock of "+l.Environment, edits, lockMessage(l, from))
+	return err
+}
+
+// lockMessage is the commit message of a lock taken (from nil) or taken
+// over from a dead process.
+func lockMessage(l Lock, from *Lock) string {
+	if from != nil {
+		return fmt.Sprintf("%s: run %s taken over (%s)\n\n%s from %s resumes it.\n", l.Environment, l.Run, l.Kind, l.HeldBy, l.From)
+	}
+	return fmt.Sprintf("%s: locked by run %s (%s of %s)\n\n%s from %s.\n", l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From)
+}
+
+// lockEdits are the edits that take l.Environment for run l.Run: the lock
+// file written when the environment is free, or held by this process
+// already, or (from not nil) held by the dead process from of the same run.
+// Otherwise they fail with a *LockedError.
+func (h *History) lockEdits(l Lock, from *Lock) (Edits, error) {
+	p, err := LockPath(l.Environment)
+	if err != nil {
+		return nil, err
+	}
 	if l.Token == "" {
-		return fmt.Errorf("lock %s: no token", l.Environment)
+		return nil, fmt.Errorf("lock %s: no token", l.Environment)
 	}
 	data, err := yaml.Marshal(l)
 	if err != nil {
-		return fmt.Errorf("encode lock: %w", err)
+		return nil, fmt.Errorf("encode lock: %w", err)
 	}
-	msg := fmt.Sprintf("%s: locked by run %s (%s of %s)\n\n%s from %s.\n", l.Environment, l.Run, l.Kind, l.Release, l.HeldBy, l.From)
-	if from != nil {
-		msg = fmt.Sprintf("%s: run %s taken over (%s)\n\n%s from %s resumes it.\n", l.Environment, l.Run, l.Kind, l.HeldBy, l.From)
-	}
-	_, err = h.Update(ctx, p, func(cur []byte) ([]byte, error) {
-		if cur == nil {
-			return data, nil
-		}
-		held, err := h.parseLock(p, l.Environment, cur)
+	return func(tip Tip) (map[string][]byte, error) {
+		held, err := h.heldLock(tip, l.Environment)
 		switch {
 		case err != nil:
 			return nil, err
+		case held == nil:
 		case held.Run == l.Run && held.Token == l.Token:
-			return cur, nil
 		case held.Run == l.Run && from != nil && held.Token == from.Token:
-			return data, nil
+		default:
+			return nil, &LockedError{Lock: *held}
 		}
-		return nil, &LockedError{Lock: *held}
-	}, msg)
-	return err
+		return map[string][]byte{p: data}, nil
+	}, nil
+}
+
+// heldLock reads env's lock at tip: nil when the environment is free.
+func (h *History) heldLock(tip Tip, env string) (*Lock, error) {
+	p, err := LockPath(env)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := tip.ReadFile(p)
+	if err != nil || cur == nil {
+		return nil, err
+	}
+	return h.parseLock(p, env, cur)
+}
+
+// runsTreeAt is the tree of env's run records at commit (zero when there
+// are none).
+func (h *History) runsTreeAt(commit, env string) (*plumbing.Hash, error) {
+	var tree plumbing.Hash
+	if plumbing.NewHash(commit).IsZero() {
+		return &tree, nil
+	}
+	err := h.repo.locked(func() error {
+		c, err := object.GetCommit(h.repo.storage, plumbing.NewHash(commit))
+		if err != nil {
+			return fmt.Errorf("read history commit %s: %w", commit, err)
+		}
+		t, err := h.runsTreeOf(treeTip{h.repo, c.TreeHash}, env)
+		if err == nil {
+			tree = *t
+		}
+		return err
+	})
+	return &tree, err
+}
+
+func (h *History) runsTreeOf(tip Tip, env string) (*plumbing.Hash, error) {
+	if err := checkRecordElem(env); err != nil {
+		return nil, fmt.Errorf("run records: environment %w", err)
+	}
+	t, err := tip.TreeHash(path.Join("runs", env))
+	return &t, err
 }
 
 // Guard returns the check that the lock l is still held as it was taken,
@@ -210,12 +270,12 @@ func (l Lock) notTakenOver() Guard {
 // check is a Guard passing when ok accepts the environment's lock as the
 // tip has it (nil: none, or unreadable).
 func (l Lock) check(ok func(held *Lock) bool) Guard {
-	return func(read func(string) ([]byte, error)) error {
+	return func(tip Tip) error {
 		p, err := LockPath(l.Environment)
 		if err != nil {
 			return err
 		}
-		data, err := read(p)
+		data, err := tip.ReadFile(p)
 		if err != nil {
 			return err
 		}
@@ -243,13 +303,19 @@ func (h *History) Lock(ctx context.Context, l Lock, wait, poll time.Duration) er
 		if !errors.As(err, &locked) || !time.Now().Add(poll).Before(deadline) {
 			return err
 		}
-		if err := sleep(ctx, poll); err != nil {
-			return err
-		}
-		if err := h.Refresh(ctx); err != nil {
+		if err := h.Await(ctx, poll); err != nil {
 			return err
 		}
 	}
+}
+
+// Await waits for poll, then reads the branch again: what a writer waiting
+// for another's lock does between two tries.
+func (h *History) Await(ctx context.Context, poll time.Duration) error {
+	if err := sleep(ctx, poll); err != nil {
+		return err
+	}
+	return h.Refresh(ctx)
 }
 
 // Unlock releases l's lock if this process still holds it; a lock someone

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 )
 
 // runIDTime is the timestamp part of a run ID: UTC, with dashes for colons
@@ -27,19 +27,6 @@ func NewRunID(now time.Time) string {
 	return now.UTC().Format(runIDTime) + "-" + hex.EncodeToString(b[:])
 }
 
-// RecordPath returns where the record of run runID of environment env lives
-// on the history branch: runs/<env>/<runID>.yaml. Both must be single,
-// plain path elements, since they come from configuration and flags.
-func RecordPath(env, runID string) (string, error) {
-	if err := checkRecordElem(env); err != nil {
-		return "", fmt.Errorf("run record path: environment %w", err)
-	}
-	if err := checkRecordElem(runID); err != nil {
-		return "", fmt.Errorf("run record path: run id %w", err)
-	}
-	return path.Join("runs", env, runID+".yaml"), nil
-}
-
 func checkRecordElem(e string) error {
 	if e == "" {
 		return fmt.Errorf("is empty")
@@ -51,8 +38,10 @@ func checkRecordElem(e string) error {
 }
 
 // Records returns the records of env's runs on the branch tip, oldest
-// first.
-func (h *History) Records(ctx context.Context, env string) ([]*playbook.Record, error) {
+// first, as their run files have them: enough for lists and decisions,
+// without the steps of the hosts that have files of their own (FindRun
+// reads those).
+func (h *History) Records(ctx context.Context, env string) ([]*record.Run, error) {
 	if err := checkRecordElem(env); err != nil {
 		return nil, fmt.Errorf("run records: environment %w", err)
 	}
@@ -70,12 +59,12 @@ func (h *History) Records(ctx context.Context, env string) ([]*playbook.Record, 
 	if err != nil {
 		return nil, err
 	}
-	var recs []*playbook.Record
+	var recs []*record.Run
 	for _, e := range entries {
 		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".yaml") {
 			continue
 		}
-		rec, err := h.readRecord(snap, path.Join("runs", env, e.Name()))
+		rec, err := h.readRecord(snap, path.Join("runs", env, e.Name()), false)
 		if err != nil {
 			return nil, err
 		}
@@ -84,8 +73,9 @@ func (h *History) Records(ctx context.Context, env string) ([]*playbook.Record, 
 	return recs, nil
 }
 
-// FindRun returns the record of run id, whichever environment it was.
-func (h *History) FindRun(ctx context.Context, id string) (*playbook.Record, error) {
+// FindRun returns the whole record of run id, host files included,
+// whichever environment it was.
+func (h *History) FindRun(ctx context.Context, id string) (*record.Run, error) {
 	if err := checkRecordElem(id); err != nil {
 		return nil, fmt.Errorf("run %w", err)
 	}
@@ -103,23 +93,54 @@ func (h *History) FindRun(ctx context.Context, id string) (*playbook.Record, err
 	for _, env := range envs {
 		p := path.Join("runs", env.Name(), id+".yaml")
 		if _, err := snap.Stat(p); err == nil {
-			return h.readRecord(snap, p)
+			return h.readRecord(snap, p, true)
 		}
 	}
 	return nil, fmt.Errorf("run %s: no record runs/*/%s.yaml on %s (see lieutenant history --env ENV)", id, id, h.where())
 }
 
-func (h *History) readRecord(snap *Snapshot, p string) (*playbook.Record, error) {
+// readRecord reads the run file at p and, withHosts, its hosts' files.
+func (h *History) readRecord(snap *Snapshot, p string, withHosts bool) (*record.Run, error) {
 	data, err := snap.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := playbook.ParseRecord(data)
-	if err == nil && (rec.ID == "" || rec.Environment == "" || rec.ID+".yaml" != path.Base(p)) {
-		err = fmt.Errorf("want a run record whose id matches the file name")
+	var hosts map[string][]byte
+	if withHosts {
+		hosts, err = hostFiles(snap, strings.TrimSuffix(p, ".yaml"))
+	}
+	var rec *record.Run
+	if err == nil {
+		rec, err = record.Parse(data, hosts)
+	}
+	if err == nil && (rec.ID+".yaml" != path.Base(p) || path.Base(path.Dir(p)) != rec.Environment) {
+		err = fmt.Errorf("want a run record whose id and environment match its path")
 	}
 	if err != nil {
 		return nil, &MalformedError{Branch: h.branch, Path: p, Err: err, Fix: "restore it with git from the branch's log"}
 	}
 	return rec, nil
+}
+
+// hostFiles reads the host files in dir, by host name; none when there is
+// no such directory (a record written before hosts had files).
+func hostFiles(snap *Snapshot, dir string) (map[string][]byte, error) {
+	entries, err := snap.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	hosts := map[string][]byte{}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".yaml")
+		if !ok || !e.Type().IsRegular() {
+			return nil, fmt.Errorf("%s/%s is not a host file", dir, e.Name())
+		}
+		if hosts[name], err = snap.ReadFile(path.Join(dir, e.Name())); err != nil {
+			return nil, err
+		}
+	}
+	return hosts, nil
 }

@@ -6,24 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 )
-
-func TestRecordPath(t *testing.T) {
-	got, err := releases.RecordPath("production", "2026-11-28T10-00-00Z-3f2a")
-	if err != nil || got != "runs/production/2026-11-28T10-00-00Z-3f2a.yaml" {
-		t.Errorf("RecordPath = %q, %v", got, err)
-	}
-	for _, tc := range []struct{ env, id string }{
-		{"../x", "run"}, {"a/b", "run"}, {"production", "../x"}, {"production", "a/b"},
-		{"", "run"}, {"production", ""}, {".", "run"}, {"..", "run"}, {".git", "run"},
-		{"production", ".hidden"}, {`a\b`, "run"}, {"prod\nuction", "run"},
-	} {
-		if p, err := releases.RecordPath(tc.env, tc.id); err == nil {
-			t.Errorf("RecordPath(%q, %q) = %q, want an error", tc.env, tc.id, p)
-		}
-	}
-}
 
 func TestNewRunID(t *testing.T) {
 	now := time.Date(2026, 11, 28, 11, 0, 0, 0, time.FixedZone("CET", 3600))
@@ -31,7 +16,7 @@ func TestNewRunID(t *testing.T) {
 	if !regexp.MustCompile(`^2026-11-28T10-00-00Z-[0-9a-f]{4}$`).MatchString(id) {
 		t.Errorf("NewRunID = %q, want the UTC time and 4 hex digits", id)
 	}
-	if _, err := releases.RecordPath("production", id); err != nil {
+	if _, err := record.Path("production", id); err != nil {
 		t.Errorf("a run ID is not a valid record name: %v", err)
 	}
 	seen := map[string]bool{}

@@ -129,3 +129,39 @@ func GitCommit(t testing.TB, dir string, files map[string]string, msg string) st
 	Git(t, dir, append([]string{"commit", "--quiet", "--no-verify", "-m", msg, "--only", "--"}, paths...)...)
 	return Git(t, dir, "rev-parse", "HEAD")
 }
+
+// RunIDs lists, with the git CLI, the runs of environment env recorded on
+// rev (such as "lieutenant/runs") of the repository at dir; none when
+// there are none or rev does not exist yet.
+func RunIDs(dir, rev, env string) []string {
+	out, err := GitCommand(dir, "ls-tree", "--name-only", rev, "runs/"+env+"/").Output()
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, p := range strings.Fields(string(out)) {
+		if id, ok := strings.CutSuffix(filepath.Base(p), ".yaml"); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// RunRecord reads, with the git CLI, run id's record on rev as a person
+// would: `git show` of the run's file, then of each of its hosts' files.
+func RunRecord(dir, rev, env, id string) (string, error) {
+	run, err := GitCommand(dir, "show", rev+":runs/"+env+"/"+id+".yaml").Output()
+	if err != nil {
+		return "", err
+	}
+	text := string(run)
+	hosts, _ := GitCommand(dir, "ls-tree", "--name-only", rev, "runs/"+env+"/"+id+"/").Output()
+	for _, p := range strings.Fields(string(hosts)) {
+		h, err := GitCommand(dir, "show", rev+":"+p).Output()
+		if err != nil {
+			return "", err
+		}
+		text += "---\n" + string(h)
+	}
+	return text, nil
+}

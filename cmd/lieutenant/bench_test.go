@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 	"github.com/lieutenant-deploy/lieutenant/testenv/fleet"
 )
@@ -125,7 +125,7 @@ func benchRollouts(b *testing.B, repo string, manifest func(i int) string, publi
 		if code != exitOK {
 			b.Fatalf("run %d: exit %d\n%s", i, code, errOut.String())
 		}
-		var rec playbook.Record
+		var rec record.Run
 		if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
 			b.Fatal(err)
 		}
@@ -149,7 +149,7 @@ func (t rolloutTimes) report(b *testing.B, n int, unit string) {
 }
 
 // criticalPath is, batch after batch, the slowest host's total step time.
-func criticalPath(b *testing.B, rec *playbook.Record) time.Duration {
+func criticalPath(b *testing.B, rec *record.Run) time.Duration {
 	slowest := map[int]time.Duration{}
 	for _, h := range rec.Hosts {
 		var sum time.Duration

@@ -6,7 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
@@ -37,7 +37,7 @@ EXAMPLE:
 			}
 			defer src.Close()
 			id := rec.ID
-			if rec.Outcome != playbook.OutcomeRunning {
+			if rec.Outcome != record.OutcomeRunning {
 				return fmt.Errorf("run %s is not running: it ended %s", id, rec.Outcome)
 			}
 			if rec.Waiting == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lieutenant-deploy/lieutenant/lb"
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
@@ -185,7 +186,7 @@ func (src *source) history(ctx context.Context, branch string) (*releases.Histor
 
 // records opens the history branch and reads the environment's runs,
 // oldest first.
-func (d *deployment) records(ctx context.Context) (*releases.History, []*playbook.Record, error) {
+func (d *deployment) records(ctx context.Context) (*releases.History, []*record.Run, error) {
 	hist, err := d.history(ctx, d.dep.HistoryBranch)
 	if err != nil {
 		return nil, nil, err
@@ -287,14 +288,24 @@ func (d *deployment) balancer() (lb.Balancer, error) {
 	return adapter, nil
 }
 
+// adapters builds the SSH connector and the balancer adapter (nil
+// without one) of the environment.
+func (d *deployment) adapters(c *cli.Context) (*transport.SSH, lb.Balancer, error) {
+	bal, err := d.balancer()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := d.connector(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, bal, nil
+}
+
 // observe connects to every selected host and reads what it has installed
 // and what the balancer says of it.
 func (d *deployment) observe(c *cli.Context) (*transport.SSH, lb.Balancer, *playbook.Observed, error) {
-	bal, err := d.balancer()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	conn, err := d.connector(c)
+	conn, bal, err := d.adapters(c)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
@@ -61,7 +62,7 @@ func exitCode(err error) int {
 	case errors.As(err, &refused):
 		return exitRefused
 	case errors.As(err, &runErr):
-		if runErr.Outcome == playbook.OutcomeInterrupted {
+		if runErr.Outcome == record.OutcomeInterrupted {
 			return exitInterrupted
 		}
 		return exitFailed

@@ -294,10 +294,9 @@ func TestFleetGitOpsOverSSH(t *testing.T) {
 		if _, err := readRemote("fetch", "-q", s.f.GitURL, "+lieutenant/runs:refs/remotes/fleet/runs"); err != nil {
 			continue
 		}
-		files, _ := readRemote("ls-tree", "--name-only", "fleet/runs", "runs/production/")
-		for _, p := range strings.Fields(files) {
-			if rec, _ := readRemote("show", "fleet/runs:"+p); strings.Contains(rec, "step: balancer.drain") {
-				id = strings.TrimSuffix(p[strings.LastIndex(p, "/")+1:], ".yaml")
+		for _, run := range testenv.RunIDs(s.repo, "fleet/runs", "production") {
+			if rec, _ := testenv.RunRecord(s.repo, "fleet/runs", "production", run); strings.Contains(rec, "step: balancer.drain") {
+				id = run
 			}
 		}
 	}

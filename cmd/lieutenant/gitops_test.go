@@ -111,10 +111,15 @@ func (s *remoteScene) historyTip(t *testing.T) string {
 	return testenv.Git(t, s.bare, "rev-parse", "lieutenant/runs")
 }
 
-// record reads run id's record from the remote with the git CLI.
+// record reads run id's record from the remote with the git CLI: the
+// run's file and its hosts'.
 func (s *remoteScene) record(t *testing.T, id string) string {
 	t.Helper()
-	return testenv.Git(t, s.bare, "show", "lieutenant/runs:runs/production/"+id+".yaml")
+	rec, err := testenv.RunRecord(s.bare, "lieutenant/runs", "production", id)
+	if err != nil {
+		t.Fatalf("git show of run %s: %v", id, err)
+	}
+	return rec
 }
 
 var runIDRe = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ-[0-9a-f]{4}`)
@@ -145,7 +150,7 @@ func TestGitOpsOverSSHRemote(t *testing.T) {
 	if rec := s.record(t, first); !strings.Contains(rec, "kind: sync") || !strings.Contains(rec, "outcome: succeeded") {
 		t.Errorf("record on the remote:\n%s", rec)
 	}
-	log := testenv.Git(t, s.bare, "log", "--format=%s", "lieutenant/runs")
+	log := testenv.Git(t, s.bare, "log", "--format=%B", "lieutenant/runs")
 	for _, want := range []string{"production 2026.11.3: succeeded, 4/4 hosts done", "production: locked by run " + first, "production: unlocked by run " + first + " (succeeded)"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("git log lieutenant/runs lacks %q:\n%s", want, log)
@@ -266,7 +271,7 @@ gate:
 	if won != 1 || locked != 1 {
 		t.Fatalf("%d runs ran and %d were refused the lock, want 1 and 1", won, locked)
 	}
-	if n := strings.Count(testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"), "runs/production/"); n != 1 {
+	if n := len(testenv.RunIDs(s.bare, "lieutenant/runs", "production")); n != 1 {
 		t.Errorf("%d run records, want 1", n)
 	}
 	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.1.0-1"; got != want {
@@ -279,12 +284,9 @@ func (s *remoteScene) waitForRecord(t *testing.T, timeout time.Duration, match f
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if out, err := testenv.GitCommand(s.bare, "ls-tree", "--name-only", "lieutenant/runs", "runs/production/").Output(); err == nil {
-			for _, p := range strings.Fields(string(out)) {
-				id := strings.TrimSuffix(filepath.Base(p), ".yaml")
-				if rec, err := testenv.GitCommand(s.bare, "show", "lieutenant/runs:"+p).Output(); err == nil && match(string(rec)) {
-					return id, string(rec)
-				}
+		for _, id := range testenv.RunIDs(s.bare, "lieutenant/runs", "production") {
+			if rec, err := testenv.RunRecord(s.bare, "lieutenant/runs", "production", id); err == nil && match(rec) {
+				return id, rec
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -522,7 +524,7 @@ func TestWatchSyncsOnVerifiedWebhooks(t *testing.T) {
 	// The burst's later pushes cost at most one more sync, which finds
 	// nothing to do.
 	time.Sleep(2 * time.Second)
-	if n := strings.Count(testenv.Git(t, s.bare, "ls-tree", "-r", "--name-only", "lieutenant/runs"), "runs/production/"); n != 2 {
+	if n := len(testenv.RunIDs(s.bare, "lieutenant/runs", "production")); n != 2 {
 		t.Errorf("%d runs recorded, want 2 (the first sync and one for the burst)\n%s", n, errOut.String())
 	}
 	if n := strings.Count(errOut.String(), "watch: push received"); n < 1 || n > 2 {

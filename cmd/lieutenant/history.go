@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
@@ -41,7 +42,7 @@ func openHistory(c *cli.Context, env string) (*source, *playbook.Config, *releas
 
 // openRun opens the history and reads the record of the run the command
 // line names.
-func openRun(c *cli.Context) (*source, *releases.History, *playbook.Record, error) {
+func openRun(c *cli.Context) (*source, *releases.History, *record.Run, error) {
 	id, err := runArg(c)
 	if err != nil {
 		return nil, nil, nil, err
@@ -130,22 +131,22 @@ EXAMPLE:
 
 // runSummary is one line of history, and its JSON form.
 type runSummary struct {
-	ID           string           `json:"id"`
-	Environment  string           `json:"environment"`
-	Kind         string           `json:"kind"`
-	Release      string           `json:"release"`
-	Commit       string           `json:"manifest_commit"`
-	By           string           `json:"started_by"`
-	Started      time.Time        `json:"started_at"`
-	Duration     string           `json:"duration,omitempty"`
-	Outcome      playbook.Outcome `json:"outcome"`
-	HostsPlanned int              `json:"hosts_planned"`
-	HostsOK      int              `json:"hosts_ok"`
-	HostsFailed  int              `json:"hosts_failed"`
-	Resumed      int              `json:"resumed"`
+	ID           string         `json:"id"`
+	Environment  string         `json:"environment"`
+	Kind         string         `json:"kind"`
+	Release      string         `json:"release"`
+	Commit       string         `json:"manifest_commit"`
+	By           string         `json:"started_by"`
+	Started      time.Time      `json:"started_at"`
+	Duration     string         `json:"duration,omitempty"`
+	Outcome      record.Outcome `json:"outcome"`
+	HostsPlanned int            `json:"hosts_planned"`
+	HostsOK      int            `json:"hosts_ok"`
+	HostsFailed  int            `json:"hosts_failed"`
+	Resumed      int            `json:"resumed"`
 }
 
-func summarize(r *playbook.Record) runSummary {
+func summarize(r *record.Run) runSummary {
 	v := runSummary{ID: r.ID, Environment: r.Environment, Kind: r.Kind, Release: r.Release, Commit: r.Revision,
 		By: r.StartedBy, Started: r.StartedAt, Duration: r.Duration, Outcome: r.Outcome, Resumed: len(r.Resumed)}
 	for _, h := range r.Hosts {
@@ -153,13 +154,13 @@ func summarize(r *playbook.Record) runSummary {
 			v.HostsPlanned++
 		}
 		switch h.Status {
-		case playbook.HostSucceeded:
+		case record.HostSucceeded:
 			v.HostsOK++
-		case playbook.HostFailed:
+		case record.HostFailed:
 			v.HostsFailed++
 		}
 	}
-	if r.Outcome == playbook.OutcomeRunning && r.Waiting != nil {
+	if r.Outcome == record.OutcomeRunning && r.Waiting != nil {
 		v.Outcome = "waiting"
 	}
 	return v
@@ -193,7 +194,7 @@ EXAMPLE:
 				return writeJSON(s.out, rec)
 			}
 			printRun(s.out, rec)
-			path, _ := releases.RecordPath(rec.Environment, rec.ID)
+			path, _ := record.Path(rec.Environment, rec.ID)
 			printResult(s.out, rec, src.recordAt(hist.Branch(), path))
 			return nil
 		},
@@ -201,7 +202,7 @@ EXAMPLE:
 }
 
 // printRun is the header of show: the facts of the run before its hosts.
-func printRun(w io.Writer, rec *playbook.Record) {
+func printRun(w io.Writer, rec *record.Run) {
 	fmt.Fprintf(w, "Run %s: %s of %s to release %s (manifest commit %s)\n", rec.ID, rec.Kind, rec.Environment, rec.Release, shortCommit(rec.Revision))
 	fmt.Fprintf(w, "  packages:   %s\n", strings.Join(rec.Packages, ", "))
 	fmt.Fprintf(w, "  started:    %s by %s from %s\n", rec.StartedAt.Local().Format(time.RFC3339), rec.StartedBy, rec.StartedFrom)

@@ -15,6 +15,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
@@ -230,7 +231,7 @@ func firstLine(s string) string {
 
 // printResult is the summary after a run: host by host, then what to do,
 // then where the record is (recordAt's answer).
-func printResult(w io.Writer, rec *playbook.Record, where string) {
+func printResult(w io.Writer, rec *record.Run, where string) {
 	fmt.Fprintln(w)
 	var rows [][]string
 	for _, h := range rec.Hosts {
@@ -254,7 +255,7 @@ func printResult(w io.Writer, rec *playbook.Record, where string) {
 	}
 }
 
-func batchOf(h playbook.HostRecord) string {
+func batchOf(h record.Host) string {
 	if h.Batch == 0 {
 		return "-"
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
@@ -35,19 +36,19 @@ EXAMPLE:
 // when given, or the newest successful run that deployed other packages
 // than the manifest has now (so after a failed release it is the last good
 // one, and after a good one the one before) from a commit onBranch accepts.
-func rollbackTarget(recs []*playbook.Record, to string, current *playbook.Manifest, onBranch func(commit string) bool) (*playbook.Record, error) {
+func rollbackTarget(recs []*record.Run, to string, current *playbook.Manifest, onBranch func(commit string) bool) (*record.Run, error) {
 	if to != "" {
-		i := slices.IndexFunc(recs, func(r *playbook.Record) bool { return r.ID == to })
+		i := slices.IndexFunc(recs, func(r *record.Run) bool { return r.ID == to })
 		switch {
 		case i < 0:
 			return nil, fmt.Errorf("--to %s: no run of that id in this environment (see lieutenant history)", to)
-		case recs[i].Outcome != playbook.OutcomeSucceeded:
+		case recs[i].Outcome != record.OutcomeSucceeded:
 			return nil, fmt.Errorf("--to %s: that run ended %s; roll back to a run that succeeded", to, recs[i].Outcome)
 		}
 		return recs[i], nil
 	}
 	for _, r := range slices.Backward(recs) {
-		if r.Outcome == playbook.OutcomeSucceeded && !samePackages(r, current) && onBranch(r.Revision) {
+		if r.Outcome == record.OutcomeSucceeded && !samePackages(r, current) && onBranch(r.Revision) {
 			return r, nil
 		}
 	}
@@ -88,7 +89,7 @@ func (d *deployment) rollback(c *cli.Context, s streams) error {
 	id := releases.NewRunID(time.Now())
 	// The lock comes first: a rollback commit nobody deploys would tell the
 	// next reader of the manifest something false.
-	held, err := d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: "rollback", Release: target.Release, Commit: target.Revision}, nil)
+	held, err := d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: "rollback", Release: target.Release, Commit: target.Revision})
 	if err != nil {
 		return err
 	}

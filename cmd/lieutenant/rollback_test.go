@@ -5,11 +5,12 @@ import (
 	"testing"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 )
 
 func TestRollbackTarget(t *testing.T) {
-	run := func(id, release string, o playbook.Outcome) *playbook.Record {
-		return &playbook.Record{ID: id, Release: release, Outcome: o, Packages: []string{"hello-web-" + release + "-1.x86_64"}}
+	run := func(id, release string, o record.Outcome) *record.Run {
+		return &record.Run{ID: id, Release: release, Outcome: o, Packages: []string{"hello-web-" + release + "-1.x86_64"}}
 	}
 	manifest := func(release string) *playbook.Manifest {
 		p, err := playbook.ParseNEVRA("hello-web-" + release + "-1.x86_64")
@@ -18,14 +19,14 @@ func TestRollbackTarget(t *testing.T) {
 		}
 		return &playbook.Manifest{Release: release, Packages: []playbook.Package{p}}
 	}
-	recs := []*playbook.Record{
-		run("r1", "1.0.0", playbook.OutcomeSucceeded),
-		run("r2", "1.1.0", playbook.OutcomeSucceeded),
-		run("r3", "1.2.0", playbook.OutcomeFailed),
+	recs := []*record.Run{
+		run("r1", "1.0.0", record.OutcomeSucceeded),
+		run("r2", "1.1.0", record.OutcomeSucceeded),
+		run("r3", "1.2.0", record.OutcomeFailed),
 	}
 	for _, tc := range []struct {
 		name, current, to, want, err string
-		recs                         []*playbook.Record
+		recs                         []*record.Run
 	}{
 		// After a failed release, back to the last good one.
 		{name: "after a failure", current: "1.2.0", want: "r2"},
@@ -36,8 +37,8 @@ func TestRollbackTarget(t *testing.T) {
 		{name: "to an unknown run", current: "1.1.0", to: "nope", err: "no run of that id"},
 		{name: "nothing before", current: "1.0.0", recs: recs[:1], err: "nothing to roll back to"},
 		// A run whose commit is no longer on the branch (history rewritten) is skipped.
-		{name: "commit gone", current: "1.2.0", want: "r1", recs: []*playbook.Record{recs[0],
-			{ID: "r2", Release: "1.1.0", Outcome: playbook.OutcomeSucceeded, Packages: recs[1].Packages, Revision: "rewritten"}, recs[2]}},
+		{name: "commit gone", current: "1.2.0", want: "r1", recs: []*record.Run{recs[0],
+			{ID: "r2", Release: "1.1.0", Outcome: record.OutcomeSucceeded, Packages: recs[1].Packages, Revision: "rewritten"}, recs[2]}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := recs
@@ -63,7 +64,7 @@ func TestInSyncNeedsTheSameHosts(t *testing.T) {
 	p, _ := playbook.ParseNEVRA("hello-web-1.1.0-1.x86_64")
 	dep := &playbook.Deployment{Manifest: &playbook.Manifest{Release: "r", Packages: []playbook.Package{p}},
 		Hosts: []playbook.Host{{Name: "web-1"}, {Name: "web-2"}}}
-	rec := &playbook.Record{Release: "r", Packages: []string{p.NEVRA()}, Hosts: []playbook.HostRecord{{Name: "web-2"}, {Name: "web-1"}}}
+	rec := &record.Run{Release: "r", Packages: []string{p.NEVRA()}, Hosts: []record.Host{{Name: "web-2"}, {Name: "web-1"}}}
 	if !inSync(rec, dep) {
 		t.Error("same release, packages and hosts: not in sync")
 	}

@@ -10,7 +10,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/lieutenant-deploy/lieutenant/lb"
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/transport"
 )
@@ -55,7 +57,7 @@ func deployFlags() []cli.Flag {
 	}
 }
 
-func (d *deployment) plan(obs *playbook.Observed, resume *playbook.Record) (*playbook.Plan, error) {
+func (d *deployment) plan(obs *playbook.Observed, resume *record.Run) (*playbook.Plan, error) {
 	if resume != nil {
 		return playbook.ResumePlan(d.dep, obs, resume)
 	}
@@ -81,7 +83,7 @@ func (d *deployment) nothingToDo(c *cli.Context, s streams, kind string, plan *p
 type runSpec struct {
 	Kind   string
 	ID     string // "" for a new ID
-	Resume *playbook.Record
+	Resume *record.Run
 	// Held is the environment's lock when the caller took it already.
 	Held *heldLock
 	// TakeOver is the dead process's lock that a resume takes over.
@@ -96,36 +98,50 @@ type heldLock struct {
 	hist    *releases.History
 	lock    releases.Lock
 	outcome string // for the unlock commit's message
+	// recorder is the run's, whose last save releases the lock.
+	recorder *releases.Recorder
 }
 
-// takeLock takes env's lock for run l.Run in Git, waiting up to
-// --lock-wait, or with from set takes it over from the dead process of
-// the same run that holds it as from.
-func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock, from *releases.Lock) (*heldLock, error) {
+// newLock is the lock of run id for the command line's operator.
+func (src *source) newLock(c *cli.Context, l releases.Lock) releases.Lock {
 	op := src.repo.Operator()
 	l.HeldBy, l.From, l.PID, l.Token = op.Who(), op.Where(), os.Getpid(), releases.NewLockToken()
 	l.Since, l.Message = time.Now().UTC().Truncate(time.Second), c.String("message")
-	var err error
-	if from != nil {
-		err = hist.TakeOver(c.Context, l, *from)
-	} else {
-		err = hist.Lock(c.Context, l, c.Duration("lock-wait"), 2*time.Second)
-	}
-	var locked *releases.LockedError
-	if errors.As(err, &locked) {
-		// A holder whose record says it ended will never unlock.
-		if rec, ferr := hist.FindRun(c.Context, locked.Lock.Run); ferr == nil && rec.CheckResumable() != nil {
-			locked.HolderEnded = string(rec.Outcome)
-		}
-	}
-	if err != nil {
+	return l
+}
+
+// takeLock takes env's lock for run l.Run in Git, waiting up to
+// --lock-wait.
+func (src *source) takeLock(c *cli.Context, hist *releases.History, l releases.Lock) (*heldLock, error) {
+	l = src.newLock(c, l)
+	if err := explainLocked(c, hist, hist.Lock(c.Context, l, c.Duration("lock-wait"), lockPoll)); err != nil {
 		return nil, err
 	}
 	return &heldLock{hist: hist, lock: l, outcome: "refused"}, nil
 }
 
-// release gives the lock back, even when ctx was cancelled by a signal.
+// lockPoll is how often a run waiting for a lock (--lock-wait) reads it
+// again.
+const lockPoll = 2 * time.Second
+
+// explainLocked adds to a *LockedError what the holder's record says: a
+// holder whose record says it ended will never unlock.
+func explainLocked(c *cli.Context, hist *releases.History, err error) error {
+	var locked *releases.LockedError
+	if errors.As(err, &locked) {
+		if rec, ferr := hist.FindRun(c.Context, locked.Lock.Run); ferr == nil && rec.CheckResumable() != nil {
+			locked.HolderEnded = string(rec.Outcome)
+		}
+	}
+	return err
+}
+
+// release gives the lock back, even when ctx was cancelled by a signal,
+// unless the run's last record already did.
 func (h *heldLock) release(ctx context.Context, s streams) {
+	if h.recorder != nil && h.recorder.Released() {
+		return
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	env := h.lock.Environment
@@ -134,113 +150,167 @@ func (h *heldLock) release(ctx context.Context, s streams) {
 	}
 }
 
+// started is a run whose record is in Git, under the environment's lock.
+type started struct {
+	plan *playbook.Plan
+	rec  *record.Run
+	held *heldLock
+}
+
 // deploy runs d's plan under the environment's lock, which is released
 // however the run ends, unless the process is killed: then lieutenant
 // resume finishes the run under the same lock.
+//
+// The hosts are inspected once, before the lock: a run with nothing to do
+// takes no lock and writes nothing. The lock is then taken in the same
+// commit as the run's first record, which names the first batch's hosts as
+// in flight, and that commit is refused if another run of the environment
+// was recorded since the inspection; only then are the hosts inspected
+// again.
 func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, spec runSpec) error {
 	ctx := c.Context
-	op := d.repo.Operator()
-	by, from := op.Who(), op.Where()
-	now := time.Now()
-	id, kind := spec.ID, spec.Kind
-	if id == "" {
-		id = releases.NewRunID(now)
-	}
-	if spec.Resume != nil {
-		id, kind = spec.Resume.ID, spec.Resume.Kind
-	}
-	env := d.dep.Environment.Name
-	conn, balancer, obs, err := d.observe(c)
+	conn, balancer, err := d.adapters(c)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	resume := spec.Resume
-	plan, err := d.plan(obs, resume)
-	if err != nil {
+	run, err := d.start(c, s, hist, spec, conn, balancer)
+	if err != nil || run == nil {
 		return err
 	}
-	// Nothing to do needs no lock, and leaves no trace in history unless
-	// asked to.
-	if len(plan.Batches) == 0 && spec.Held == nil {
-		if spec.RecordInSync && resume == nil {
-			rec := playbook.NewInSyncRecord(plan, id, d.snap.Hash, by, from, now)
-			rec.Kind, rec.Message = kind, c.String("message")
-			recorder, err := releases.NewRecorder(hist, rec)
-			if err == nil {
-				err = recorder.Save(ctx, rec)
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(s.err, "Recorded as run %s: the fleet already had %s.\n", id, plan.Release)
-		}
-		return d.nothingToDo(c, s, kind, plan)
-	}
-	held := spec.Held
-	if held == nil {
-		held, err = d.takeLock(c, hist, releases.Lock{Environment: env, Run: id, Kind: kind, Release: d.dep.Manifest.Release, Commit: d.snap.Hash}, spec.TakeOver)
-		if err != nil {
-			return err
-		}
-		defer held.release(ctx, s)
-		// Another run may have changed hosts before the lock was ours:
-		// plan from what the hosts have now. The connections are reused.
-		if obs, err = playbook.Inspect(ctx, conn, balancer, d.dep, 0); err != nil {
-			return err
-		}
-		if plan, err = d.plan(obs, resume); err != nil {
-			return err
-		}
-	}
-	if len(plan.Batches) == 0 {
-		held.outcome = "nothing to do"
-		return d.nothingToDo(c, s, kind, plan)
-	}
-
-	rec := resume
-	if rec != nil {
-		inFlight := rec.Resume(by, from, time.Now())
-		fmt.Fprintf(s.err, "Resuming run %s of %s to %s (%s); in flight when it stopped: %s\n",
-			rec.ID, env, rec.Release, d.snap.ShortHash, orNone(inFlight))
-	} else {
-		printPlanSummary(s.err, plan, d.snap)
-		rec = playbook.NewRecord(plan, id, d.snap.Hash, by, from, time.Now())
-		rec.Kind, rec.Message = kind, c.String("message")
-	}
+	defer run.held.release(ctx, s)
+	rec, plan := run.rec, run.plan
 	local, err := transport.NewLocal().Connect(ctx, transport.Host{Name: "localhost"})
 	if err != nil {
 		return err
 	}
-	recorder, err := releases.NewRecorder(hist, rec)
-	if err != nil {
-		return err
-	}
-	recorder.HoldingLock(held.lock)
 	runner := &playbook.Runner{
 		Connector: conn,
 		Balancer:  balancer,
 		MinUp:     d.dep.Environment.Balancer.MinUp,
 		Local:     local,
 		HTTP:      httpClient(),
-		Approver:  approver(c, s, hist, op.Name),
-		Recorder:  recorder,
+		Approver:  approver(c, s, hist, d.repo.Operator().Name),
+		Recorder:  run.held.recorder,
 		Observe:   progressPrinter(s.err, len(plan.Batches)),
 	}
 	runErr := runner.Run(ctx, d.dep.Environment, plan, rec)
-	held.outcome = string(rec.Outcome)
+	run.held.outcome = string(rec.Outcome)
 	if c.String("output") == "json" {
 		if err := writeJSON(s.out, rec); err != nil {
 			return err
 		}
 	} else {
 		where := ""
-		if recorder.Saved() {
-			where = d.recordAt(hist.Branch(), recorder.Path())
+		if run.held.recorder.Saved() {
+			path, _ := record.Path(rec.Environment, rec.ID)
+			where = d.recordAt(hist.Branch(), path)
 		}
 		printResult(s.out, rec, where)
 	}
 	return runErr
+}
+
+// start inspects the hosts, plans, and writes the run's first record
+// together with the lock; nil when there is nothing to do.
+func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, spec runSpec, conn *transport.SSH, balancer lb.Balancer) (*started, error) {
+	ctx := c.Context
+	op := d.repo.Operator()
+	now := time.Now()
+	id, kind := spec.ID, spec.Kind
+	if id == "" {
+		id = releases.NewRunID(now)
+	}
+	var inFlight []string
+	if spec.Resume != nil {
+		id, kind = spec.Resume.ID, spec.Resume.Kind
+		inFlight = spec.Resume.Resume(op.Who(), op.Where(), now)
+	}
+	held := spec.Held
+	lock := releases.Lock{Environment: d.dep.Environment.Name, Run: id, Kind: kind, Release: d.dep.Manifest.Release, Commit: d.snap.Hash}
+	if held == nil {
+		lock = d.newLock(c, lock)
+	}
+	deadline := time.Now().Add(c.Duration("lock-wait"))
+	for attempt := 1; ; attempt++ {
+		inspected, err := hist.TipHash(ctx)
+		if err != nil {
+			return nil, err
+		}
+		obs, err := playbook.Inspect(ctx, conn, balancer, d.dep, 0)
+		if err != nil {
+			return nil, err
+		}
+		plan, err := d.plan(obs, spec.Resume)
+		if err != nil {
+			return nil, err
+		}
+		if len(plan.Batches) == 0 {
+			// Nothing to do needs no lock, and leaves no trace in history
+			// unless asked to.
+			if spec.RecordInSync && held == nil {
+				rec := playbook.NewInSyncRecord(plan, record.Start{ID: id, Kind: kind, Revision: d.snap.Hash,
+					Message: c.String("message"), By: op.Who(), From: op.Where(), At: now})
+				files, err := rec.Files(true, nil)
+				if err == nil {
+					err = releases.NewRecorder(hist, nil).Save(ctx, record.Commit{Files: files, Outcome: rec.Outcome, Message: rec.Headline("")})
+				}
+				if err != nil {
+					return nil, err
+				}
+				fmt.Fprintf(s.err, "Recorded as run %s: the fleet already had %s.\n", id, plan.Release)
+			}
+			if held != nil {
+				held.outcome = "nothing to do"
+			}
+			return nil, d.nothingToDo(c, s, kind, plan)
+		}
+		rec := spec.Resume
+		if rec == nil {
+			rec = playbook.NewRecord(plan, record.Start{ID: id, Kind: kind, Revision: d.snap.Hash,
+				Message: c.String("message"), By: op.Who(), From: op.Where(), At: time.Now()})
+		}
+		plan.Declare(rec, time.Now())
+		hosts := rec.Changes()
+		files, err := rec.Files(true, hosts)
+		if err != nil {
+			return nil, err
+		}
+		first := record.Commit{Files: files, Outcome: rec.Outcome, Message: rec.Headline(fmt.Sprintf("started, %d batches", len(plan.Batches)))}
+		if held != nil {
+			held.recorder = releases.NewRecorder(hist, &held.lock)
+			err = held.recorder.Save(ctx, first)
+		} else {
+			err = hist.BeginRun(ctx, lock, releases.Begin{TakeOver: spec.TakeOver, Inspected: inspected}, first)
+		}
+		if err != nil {
+			rec.Unsaved(hosts)
+		}
+		var locked *releases.LockedError
+		switch {
+		case err == nil:
+		case errors.Is(err, releases.ErrInspectionStale) && attempt < 5:
+			fmt.Fprintf(s.err, "Another run of %s was recorded while the hosts were inspected: inspecting them again.\n", lock.Environment)
+			continue
+		case errors.As(err, &locked) && time.Now().Add(lockPoll).Before(deadline):
+			if err := hist.Await(ctx, lockPoll); err != nil {
+				return nil, err
+			}
+			continue
+		default:
+			return nil, explainLocked(c, hist, err)
+		}
+		if held == nil {
+			held = &heldLock{hist: hist, lock: lock, outcome: "refused", recorder: releases.NewRecorder(hist, &lock)}
+		}
+		if spec.Resume != nil {
+			fmt.Fprintf(s.err, "Resuming run %s of %s to %s (%s); in flight when it stopped: %s\n",
+				rec.ID, lock.Environment, rec.Release, d.snap.ShortHash, orNone(inFlight))
+		} else {
+			printPlanSummary(s.err, plan, d.snap)
+		}
+		return &started{plan: plan, rec: rec, held: held}, nil
+	}
 }
 
 func orNone(names []string) string {

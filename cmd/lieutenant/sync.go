@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lieutenant-deploy/lieutenant/playbook"
+	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
 )
 
@@ -50,9 +51,9 @@ func (d *deployment) sync(c *cli.Context, s streams) error {
 }
 
 // lastSucceeded is the newest successful run among recs (oldest first).
-func lastSucceeded(recs []*playbook.Record) *playbook.Record {
+func lastSucceeded(recs []*record.Run) *record.Run {
 	for _, r := range slices.Backward(recs) {
-		if r.Outcome == playbook.OutcomeSucceeded {
+		if r.Outcome == record.OutcomeSucceeded {
 			return r
 		}
 	}
@@ -60,7 +61,7 @@ func lastSucceeded(recs []*playbook.Record) *playbook.Record {
 }
 
 // samePackages reports whether rec deployed exactly m's packages.
-func samePackages(rec *playbook.Record, m *playbook.Manifest) bool {
+func samePackages(rec *record.Run, m *playbook.Manifest) bool {
 	want := make([]string, len(m.Packages))
 	for i, p := range m.Packages {
 		want[i] = p.NEVRA()
@@ -71,7 +72,7 @@ func samePackages(rec *playbook.Record, m *playbook.Manifest) bool {
 // inSync reports whether rec, a successful run, deployed what dep asks
 // for now: the same release and packages to the same hosts. A host added
 // to the inventory is a change to deploy, as a new manifest is.
-func inSync(rec *playbook.Record, dep *playbook.Deployment) bool {
+func inSync(rec *record.Run, dep *playbook.Deployment) bool {
 	if rec.Release != dep.Manifest.Release || !samePackages(rec, dep.Manifest) {
 		return false
 	}

@@ -1,10 +1,7 @@
-package playbook
+package record
 
 import (
-	"slices"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Outcome is how a run ended (or that it has not yet).
@@ -15,7 +12,7 @@ const (
 	OutcomeSucceeded   Outcome = "succeeded"
 	OutcomeFailed      Outcome = "failed"      // a host or a gate failed; the run stopped
 	OutcomeRefused     Outcome = "refused"     // stopped before any host was changed
-	OutcomeInterrupted Outcome = "interrupted" // signal or cancelled context
+	OutcomeInterrupted Outcome = "interrupted" // signal, cancelled context, or a refused resume
 	OutcomeAborted     Outcome = "aborted"     // approval denied at a gate
 )
 
@@ -23,7 +20,10 @@ const (
 type HostStatus string
 
 const (
-	HostPending   HostStatus = "pending"
+	HostPending HostStatus = "pending"
+	// HostRunning is a host of a batch in flight: the batch's intent was
+	// recorded before any of its hosts was touched, so a host may be
+	// running before its first step. A resume runs all its steps again.
 	HostRunning   HostStatus = "running"
 	HostSucceeded HostStatus = "succeeded"
 	HostFailed    HostStatus = "failed"
@@ -39,10 +39,14 @@ const (
 	StepFailed StepStatus = "failed"
 )
 
-// Record is what a run did, written to the history branch at every state
-// change so that `git show` tells the story and a killed run can be resumed.
-// Field names are the file format: rename with care.
-type Record struct {
+// Run is what one run did. It is kept on the history branch as files (see
+// Files), written at every decision and, off the critical path, as hosts
+// make progress, so that `git show` tells the story and a killed run can be
+// resumed from Git alone. Field names are the file format: rename with care.
+//
+// Fields are set through the methods of this package only: they keep the
+// record consistent and know which files a change touches.
+type Run struct {
 	ID          string   `yaml:"id" json:"id"`
 	Environment string   `yaml:"environment" json:"environment"`
 	Kind        string   `yaml:"kind" json:"kind"`
@@ -63,24 +67,27 @@ type Record struct {
 	Next     []string `yaml:"next,omitempty" json:"next,omitempty"`
 	Strategy string   `yaml:"strategy" json:"strategy"`
 	// Waiting is set while the run waits for an approval at a gate.
-	Waiting *WaitRecord `yaml:"waiting,omitempty" json:"waiting,omitempty"`
+	Waiting *Wait `yaml:"waiting,omitempty" json:"waiting,omitempty"`
 	// Resumed lists the processes that continued the run after the one
 	// that started it died.
-	Resumed []ResumeRecord `yaml:"resumed,omitempty" json:"resumed,omitempty"`
-	Batches []BatchRecord  `yaml:"batches" json:"batches"`
-	Hosts   []HostRecord   `yaml:"hosts" json:"hosts"`
+	Resumed []Resumption `yaml:"resumed,omitempty" json:"resumed,omitempty"`
+	Batches []Batch      `yaml:"batches" json:"batches"`
+	Hosts   []Host       `yaml:"hosts" json:"hosts"`
+
+	index   map[string]int  // host name -> position in Hosts
+	changed map[string]bool // hosts whose file must be written again
 }
 
-// WaitRecord is a gate waiting for a decision: `lieutenant approve` or
-// `abort` answer it from anywhere.
-type WaitRecord struct {
+// Wait is a gate waiting for a decision: `lieutenant approve` or `abort`
+// answer it from anywhere.
+type Wait struct {
 	Gate  int       `yaml:"gate" json:"gate"` // the gate after this batch
 	Since time.Time `yaml:"since" json:"since"`
 	Until time.Time `yaml:"until" json:"until"` // then the run ends as aborted
 }
 
-// ResumeRecord is one `lieutenant resume` of the run.
-type ResumeRecord struct {
+// Resumption is one `lieutenant resume` of the run.
+type Resumption struct {
 	By   string    `yaml:"by" json:"by"`
 	From string    `yaml:"from" json:"from"`
 	At   time.Time `yaml:"at" json:"at"`
@@ -88,25 +95,28 @@ type ResumeRecord struct {
 	Hosts []string `yaml:"in_flight,omitempty" json:"in_flight,omitempty"`
 }
 
-// BatchRecord lists a batch's hosts and the gate that followed it.
-type BatchRecord struct {
-	Number int         `yaml:"number" json:"number"`
-	Hosts  []string    `yaml:"hosts" json:"hosts"`
-	Gate   *GateRecord `yaml:"gate,omitempty" json:"gate,omitempty"`
+// Batch lists a batch's hosts and the gate that followed it.
+type Batch struct {
+	Number int      `yaml:"number" json:"number"`
+	Hosts  []string `yaml:"hosts" json:"hosts"`
+	// StartedAt is when the batch was declared in flight, before any of
+	// its hosts was touched.
+	StartedAt *time.Time `yaml:"started_at,omitempty" json:"started_at,omitempty"`
+	Gate      *Gate      `yaml:"gate,omitempty" json:"gate,omitempty"`
 }
 
-// GateRecord is the gate between a batch and the next.
-type GateRecord struct {
-	Status     StepStatus   `yaml:"status" json:"status"`
-	Checks     []StepRecord `yaml:"checks,omitempty" json:"checks,omitempty"`
-	Soak       string       `yaml:"soak,omitempty" json:"soak,omitempty"`
-	ApprovedBy string       `yaml:"approved_by,omitempty" json:"approved_by,omitempty"`
-	Error      string       `yaml:"error,omitempty" json:"error,omitempty"`
-	At         time.Time    `yaml:"at" json:"at"`
+// Gate is the gate between a batch and the next.
+type Gate struct {
+	Status     StepStatus `yaml:"status" json:"status"`
+	Checks     []Step     `yaml:"checks,omitempty" json:"checks,omitempty"`
+	Soak       string     `yaml:"soak,omitempty" json:"soak,omitempty"`
+	ApprovedBy string     `yaml:"approved_by,omitempty" json:"approved_by,omitempty"`
+	Error      string     `yaml:"error,omitempty" json:"error,omitempty"`
+	At         time.Time  `yaml:"at" json:"at"`
 }
 
-// HostRecord is one host's part of the run.
-type HostRecord struct {
+// Host is one host's part of the run.
+type Host struct {
 	Name    string     `yaml:"name" json:"name"`
 	Address string     `yaml:"address" json:"address"`
 	Batch   int        `yaml:"batch,omitempty" json:"batch,omitempty"`
@@ -122,12 +132,16 @@ type HostRecord struct {
 	Error     string     `yaml:"error,omitempty" json:"error,omitempty"`
 	// Interrupted marks a failure caused by the run's interruption, not by
 	// the host's change.
-	Interrupted bool         `yaml:"interrupted,omitempty" json:"interrupted,omitempty"`
-	Steps       []StepRecord `yaml:"steps,omitempty" json:"steps,omitempty"`
+	Interrupted bool   `yaml:"interrupted,omitempty" json:"interrupted,omitempty"`
+	Steps       []Step `yaml:"steps,omitempty" json:"steps,omitempty"`
 }
 
-// StepRecord is one step on one host (or one gate check).
-type StepRecord struct {
+// Finished reports whether the host's part of the run is over: it
+// succeeded or failed.
+func (h Host) Finished() bool { return h.Status == HostSucceeded || h.Status == HostFailed }
+
+// Step is one step on one host (or one gate check).
+type Step struct {
 	Step      string     `yaml:"step" json:"step"`
 	Status    StepStatus `yaml:"status" json:"status"`
 	StartedAt time.Time  `yaml:"started_at" json:"started_at"`
@@ -136,33 +150,19 @@ type StepRecord struct {
 	Error     string     `yaml:"error,omitempty" json:"error,omitempty"`
 }
 
-// clone copies what a running run changes: host and batch entries are
-// replaced or appended to, never edited through a shared slice, so copying
-// the slices is a consistent snapshot.
-func (r *Record) clone() *Record {
-	c := *r
-	c.Hosts = slices.Clone(r.Hosts)
-	c.Batches = slices.Clone(r.Batches)
-	c.Resumed = slices.Clip(r.Resumed)
-	for i := range c.Hosts {
-		c.Hosts[i].Steps = slices.Clip(c.Hosts[i].Steps)
+// NewStep records one step that started at start and took d; err is its
+// failure.
+func NewStep(kind string, start time.Time, d time.Duration, output string, err error) Step {
+	s := Step{Step: kind, Status: StepOK, StartedAt: start.UTC(), Duration: FormatDuration(d), Output: output}
+	if err != nil {
+		s.Status, s.Error = StepFailed, err.Error()
 	}
-	return &c
+	return s
 }
 
-// Marshal renders the record as the YAML file stored in Git.
-func (r *Record) Marshal() ([]byte, error) { return yaml.Marshal(r) }
-
-// ParseRecord reads a record file.
-func ParseRecord(data []byte) (*Record, error) {
-	var r Record
-	if err := yaml.Unmarshal(data, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
-}
-
-func formatDuration(d time.Duration) string {
+// FormatDuration renders a duration the way records show them: to 10ms
+// above a second, to the millisecond or microsecond below.
+func FormatDuration(d time.Duration) string {
 	switch {
 	case d >= time.Second:
 		return d.Round(10 * time.Millisecond).String()
@@ -170,16 +170,4 @@ func formatDuration(d time.Duration) string {
 		return d.Round(time.Millisecond).String()
 	}
 	return d.Round(time.Microsecond).String()
-}
-
-// versionMap renders installed versions for a record.
-func versionMap(pkgs []Package, installed map[string][]Package) map[string]string {
-	if installed == nil {
-		return nil
-	}
-	m := make(map[string]string, len(pkgs))
-	for _, p := range pkgs {
-		m[p.Name] = versionsOf(installed[p.Name])
-	}
-	return m
 }

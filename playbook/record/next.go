@@ -1,4 +1,4 @@
-package playbook
+package record
 
 import (
 	"fmt"
@@ -7,16 +7,16 @@ import (
 
 // nextSteps tells the operator, from the record alone, what to do after a
 // run that did not succeed.
-func nextSteps(rec *Record) []string {
-	if rec.Outcome == OutcomeSucceeded || rec.Outcome == OutcomeRunning {
+func nextSteps(r *Run) []string {
+	switch r.Outcome {
+	case OutcomeSucceeded, OutcomeRunning:
 		return nil
-	}
-	if rec.Outcome == OutcomeRefused {
+	case OutcomeRefused:
 		return []string{"Nothing was changed on any host. Fix the problems above, then run again."}
 	}
 	var out []string
 	var untouched, done []string
-	for _, h := range rec.Hosts {
+	for _, h := range r.Hosts {
 		switch h.Status {
 		case HostFailed:
 			where := "it was left as it is"
@@ -35,13 +35,16 @@ func nextSteps(rec *Record) []string {
 		}
 	}
 	if len(done) > 0 {
-		out = append(out, fmt.Sprintf("At %s and in service: %s.", rec.Release, strings.Join(done, ", ")))
+		out = append(out, fmt.Sprintf("At %s and in service: %s.", r.Release, strings.Join(done, ", ")))
 	}
 	if len(untouched) > 0 {
 		out = append(out, fmt.Sprintf("Not touched, still on the previous release: %s.", strings.Join(untouched, ", ")))
 	}
+	if r.Outcome == OutcomeInterrupted {
+		out = append(out, fmt.Sprintf("To finish the run: lieutenant resume %s (hosts in flight get all their steps again; finished hosts and passed gates are not repeated).", r.ID))
+	}
 	out = append(out, fmt.Sprintf("To continue once the cause is fixed: lieutenant run --env %s (hosts at %s and in service are skipped; "+
-		"hosts left out of service are verified again and put back). To go back: lieutenant rollback --env %s (one manifest commit, then a run).", rec.Environment, rec.Release, rec.Environment))
+		"hosts left out of service are verified again and put back, first). To go back: lieutenant rollback --env %s (one manifest commit, then a run).", r.Environment, r.Release, r.Environment))
 	return out
 }
 
