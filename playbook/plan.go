@@ -70,7 +70,11 @@ type Installed map[string]map[string][]Package
 // changes from what was observed. With obs == nil the plan is offline: every
 // selected host is planned and changes are unknown. A host that already has
 // the release is left alone, unless the balancer has it out of service: then
-// its steps run again to verify it and put it back. It performs no I/O.
+// its steps run again to verify it and put it back. Hosts the balancer has
+// out of service come first, so that the earliest batches bring them back
+// (draining them costs no capacity) before hosts in service are taken out:
+// a fleet a stopped run left half out of service can always be brought back
+// by the next run. It performs no I/O.
 func MakePlan(dep *Deployment, obs *Observed) (*Plan, error) {
 	var installed Installed
 	if obs != nil {
@@ -93,7 +97,7 @@ func MakePlan(dep *Deployment, obs *Observed) (*Plan, error) {
 			installs = true
 		}
 	}
-	var todo []HostPlan
+	var todo, out []HostPlan
 	for _, h := range dep.Hosts {
 		hp := HostPlan{Host: h}
 		server, known := obs.server(h)
@@ -116,12 +120,16 @@ func MakePlan(dep *Deployment, obs *Observed) (*Plan, error) {
 		hp.Repair = !changed && known && !server.Serving()
 		// Without an install step the playbook is a restart or a command
 		// for every host, so no host is up to date.
-		if changed || !installs || hp.Repair {
+		switch {
+		case known && !server.Serving() && (changed || !installs || hp.Repair):
+			out = append(out, hp)
+		case changed || !installs || hp.Repair:
 			todo = append(todo, hp)
-		} else {
+		default:
 			plan.UpToDate = append(plan.UpToDate, hp)
 		}
 	}
+	todo = append(out, todo...)
 	start := 0
 	for i, n := range BatchSizes(len(todo), pb.Strategy.Batches) {
 		plan.Batches = append(plan.Batches, Batch{Number: i + 1, Hosts: todo[start : start+n]})

@@ -3,6 +3,7 @@ package playbook
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,10 +141,40 @@ func TestMakePlan(t *testing.T) {
 		t.Errorf("with web2 in maintenance: repaired %v, up to date %v; want web-2 repaired, web-4 up to date", repaired, skipped)
 	}
 
+	// A run stopped after draining its second half (web4, web5 out, with
+	// changes still to make): the next plan brings those back first, in
+	// batch 1, where draining them costs no capacity, so that min_up never
+	// blocks the fleet's way back.
+	stopped := slices.Clone(backend)
+	stopped[1].Admin, stopped[1].Health, stopped[3].Admin, stopped[3].Health, stopped[4].Admin, stopped[4].Health = lb.AdminReady, lb.HealthUp, lb.AdminMaint, lb.HealthDown, lb.AdminMaint, lb.HealthDown
+	installed["web-4"] = have("hello-web-1.0.0-1.x86_64", "hello-worker-2.0.1-3.el9.x86_64")
+	back, err := MakePlan(dep, &Observed{Installed: installed, Backend: stopped})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := batchNames(back); got != "1: web-4 web-5 | 2: web-1 web-3" {
+		t.Errorf("plan with web4, web5 out of service: %s, want them first", got)
+	}
+	if err := back.CheckCapacity(stopped, 2); err != nil {
+		t.Errorf("capacity with min_up 2: %v", err)
+	}
+
 	delete(installed, "web-3")
 	if _, err := MakePlan(dep, &Observed{Installed: installed}); err == nil {
 		t.Error("MakePlan with a host missing from installed: no error")
 	}
+}
+
+func batchNames(p *Plan) string {
+	var out []string
+	for _, b := range p.Batches {
+		var names []string
+		for _, hp := range b.Hosts {
+			names = append(names, hp.Host.Name)
+		}
+		out = append(out, fmt.Sprintf("%d: %s", b.Number, strings.Join(names, " ")))
+	}
+	return strings.Join(out, " | ")
 }
 
 func BenchmarkPlan(b *testing.B) {

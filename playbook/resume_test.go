@@ -228,3 +228,88 @@ steps:
 		t.Errorf("steps: %s, want only web-1's drain", got)
 	}
 }
+
+// killedInBatch2 runs until batch 2's hosts are drained and changed and
+// wait for their enable, and returns the record as Git held it then: what a
+// `kill -9` at that moment leaves, with web3 and web4 out of service.
+func killedInBatch2(t *testing.T, s *scene) *record.Run {
+	t.Helper()
+	reached := make(chan struct{}, 2)
+	release := make(chan struct{})
+	s.balancer.SetHook(func(ctx context.Context, call testenv.FakeCall) error {
+		if call.Op == "enable" && (call.Server == "web3" || call.Server == "web4") {
+			reached <- struct{}{}
+			<-release
+			return errors.New("killed")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.run(ctx)
+	}()
+	<-reached
+	<-reached
+	// What Git held at the kill, once the background writes settled.
+	var killed *record.Run
+	testenv.WaitFor(t, 5*time.Second, "web-3's install in Git", func() bool {
+		killed = s.recorder.at(t, -1)
+		h, _ := killed.Host("web-3")
+		return len(h.Steps) >= 2
+	})
+	cancel()
+	close(release)
+	<-done
+	s.balancer.SetHook(nil)
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=maint web4=maint"; got != want {
+		t.Fatalf("after the kill: %s, want %s", got, want)
+	}
+	return killed
+}
+
+// Killed after batch 2 was drained, with min_up 1 and only batch 1's two
+// servers in service: the resume counts only the hosts it runs, whose
+// servers are out already, and finishes the run.
+func TestResumeAfterSecondHalfDrained(t *testing.T) {
+	s := newScene(t, standardPlaybook)
+	s.minUp = 1
+	killed := killedInBatch2(t, s)
+	rec, err := s.resume(context.Background(), killed)
+	if err != nil {
+		t.Fatalf("resume: %v\n%s", err, strings.Join(rec.Next, "\n"))
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer: %s, want %s", got, want)
+	}
+	if got := s.stepsRun(); strings.Contains(got, "web-1") || strings.Contains(got, "web-2") || !strings.Contains(got, "web-3:balancer.enable") {
+		t.Errorf("steps of the resume: %s, want batch 2's only", got)
+	}
+}
+
+// A resume refused before changing anything more (a preflight check fails
+// on web-3) is no "refused run": the record says the run was interrupted
+// and how to resume it, and keeps what the first process did.
+func TestRefusedResumeStaysResumable(t *testing.T) {
+	s := newScene(t, standardPlaybook+"preflight:\n  - command.check: check-hello\n")
+	s.minUp = 1
+	killed := killedInBatch2(t, s)
+	s.setHealthy("web-3", false)
+	rec, err := s.resume(context.Background(), killed)
+	if err == nil {
+		t.Fatal("resume with web-3 unreachable succeeded")
+	}
+	if rec.Outcome != record.OutcomeInterrupted || rec.CheckResumable() != nil {
+		t.Errorf("outcome %s: want interrupted, resumable", rec.Outcome)
+	}
+	if next := strings.Join(rec.Next, " "); strings.Contains(next, "Nothing was changed") || !strings.Contains(next, "lieutenant resume "+rec.ID) {
+		t.Errorf("next: %s", next)
+	}
+	if got, want := s.hostStatus(rec), "web-1=succeeded web-2=succeeded web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	if last := s.recorder.at(t, -1); last.Outcome != record.OutcomeInterrupted {
+		t.Errorf("Git says %s", last.Outcome)
+	}
+}

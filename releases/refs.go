@@ -21,10 +21,11 @@ import (
 // branch at another commit than the one the caller built on.
 var ErrBranchMoved = errors.New("branch moved")
 
-// refLockWait is how long to wait for another writer's ref lock. git holds
-// one for well under a millisecond; a lock older than this belongs to a
-// crashed process (git's own default wait is 100ms).
-const refLockWait = 3 * time.Second
+// staleLockAge is how old a ref lock must be to be taken for one a dead
+// process left: git holds a ref lock for well under a millisecond, and
+// lieutenant for as long as one ref update takes. A writer that finds a
+// lock waits up to that long for it to go, then breaks it.
+const staleLockAge = 5 * time.Second
 
 // readRef returns the commit a branch points at, or the zero hash when the
 // branch does not exist. Called with r.mu held.
@@ -44,49 +45,39 @@ func (r *Repo) readRef(name plumbing.ReferenceName) (plumbing.Hash, error) {
 
 // casRef points name at newHash if it points at oldHash now (oldHash zero:
 // if it does not exist), using git's lockfile protocol: create
-// <ref>.lock exclusively, check the current value, write the lock, rename
-// it over the ref. git, `git pack-refs` and other lieutenant processes take
-// the same lock, so the check and the write are atomic for all of them, and
-// readers only ever see a complete ref file. Called with r.mu held.
+// <ref>.lock exclusively, check the current value, rename the lock over the
+// ref. git, `git pack-refs` and other lieutenant processes take the same
+// lock, so the check and the write are atomic for all of them. The lock is
+// created with its content in one step (a hard link to a file written
+// before), so that nobody, go-git included, ever reads an empty ref or
+// lock file, whenever the process is killed. Called with r.mu held.
 func (r *Repo) casRef(ctx context.Context, name plumbing.ReferenceName, newHash, oldHash plumbing.Hash) error {
 	if oldHash.IsZero() {
 		if err := r.checkRefNameFree(name); err != nil {
 			return err
 		}
 	}
-	fsys := r.storage.Filesystem()
-	refPath := name.String()
+	refPath := filepath.Join(r.commonDir(), filepath.FromSlash(name.String()))
 	lockPath := refPath + ".lock"
-	lock, err := r.acquireRefLock(ctx, lockPath)
-	if err != nil {
+	if err := r.acquireRefLock(ctx, lockPath, newHash.String()+"\n"); err != nil {
 		return err
 	}
 	renamed := false
 	defer func() {
 		if !renamed {
-			_ = fsys.Remove(lockPath)
+			_ = os.Remove(lockPath)
 		}
 	}()
-
 	// Under the lock the value cannot change: every writer of this ref
 	// (and pack-refs, which deletes loose refs) needs the lock first.
 	cur, err := r.readRef(name)
 	if err != nil {
-		lock.Close()
 		return err
 	}
 	if cur != oldHash {
-		lock.Close()
 		return fmt.Errorf("%w: %s is at %s, not %s", ErrBranchMoved, name, describeHash(cur), describeHash(oldHash))
 	}
-	if _, err := lock.Write([]byte(newHash.String() + "\n")); err != nil {
-		lock.Close()
-		return fmt.Errorf("write %s: %w", lockPath, err)
-	}
-	if err := lock.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", lockPath, err)
-	}
-	if err := fsys.Rename(lockPath, refPath); err != nil {
+	if err := os.Rename(lockPath, refPath); err != nil {
 		return fmt.Errorf("update %s: %w", name, err)
 	}
 	renamed = true
@@ -100,34 +91,136 @@ func describeHash(h plumbing.Hash) string {
 	return h.String()[:shortHashLen]
 }
 
-type closeWriter interface {
-	Write([]byte) (int, error)
-	Close() error
-}
-
-// acquireRefLock creates lockPath exclusively, waiting with backoff while
-// another writer holds it.
-func (r *Repo) acquireRefLock(ctx context.Context, lockPath string) (closeWriter, error) {
-	fsys := r.storage.Filesystem()
-	deadline := time.Now().Add(refLockWait)
+// acquireRefLock creates lockPath holding content, exclusively, waiting
+// with backoff while another writer holds it, and breaking it once it is
+// older than staleLockAge.
+func (r *Repo) acquireRefLock(ctx context.Context, lockPath, content string) error {
+	gitDir := r.commonDir()
+	if err := os.MkdirAll(filepath.Dir(lockPath), 0o777); err != nil {
+		return fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	tmp, err := os.CreateTemp(gitDir, tempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(content)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	deadline := time.Now().Add(staleLockAge + time.Second)
 	backoff := time.Millisecond
 	for {
-		f, err := fsys.OpenFile(lockPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+		err := os.Link(tmp.Name(), lockPath)
 		if err == nil {
-			return f, nil
+			return nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+			return fmt.Errorf("lock %s: %w", lockPath, err)
+		}
+		broke, err := r.breakStaleLock(lockPath)
+		if err != nil {
+			return err
+		}
+		if broke {
+			continue
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("lock %s in the git directory of %s: held for over %s: another process is updating the branch, or one crashed (remove the file if no git or lieutenant process is running)",
-				lockPath, r.path, refLockWait)
+			return fmt.Errorf("lock %s in the git directory of %s: held for over %s by a process that is alive: another process is updating the branch (remove the file if no git or lieutenant process is running)",
+				lockPath, r.path, staleLockAge)
 		}
 		if err := sleep(ctx, backoff+rand.N(backoff)); err != nil {
-			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+			return fmt.Errorf("lock %s: %w", lockPath, err)
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 	}
+}
+
+// commonDir is the git directory that holds refs and objects: the
+// repository's own, or for a linked work tree the main one's (its
+// "commondir" file names it).
+func (r *Repo) commonDir() string {
+	root := r.storage.Filesystem().Root()
+	if b, err := os.ReadFile(filepath.Join(root, "commondir")); err == nil {
+		if dir := strings.TrimSpace(string(b)); filepath.IsAbs(dir) {
+			return dir
+		} else if dir != "" {
+			return filepath.Join(root, dir)
+		}
+	}
+	return root
+}
+
+// tempPrefix names the files lieutenant writes in the git directory before
+// linking them into place.
+const tempPrefix = "lieutenant-tmp-"
+
+// breakStaleLock removes the ref lock at lockPath if it is older than
+// staleLockAge, and reports whether the lock is gone. Lieutenant processes
+// decide this one at a time (see withRepoLock), so none removes the fresh
+// lock another just took in place of a stale one.
+func (r *Repo) breakStaleLock(lockPath string) (gone bool, err error) {
+	err = r.withRepoLock(func() error {
+		fi, err := os.Stat(lockPath)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			gone = true
+			return nil
+		case err != nil:
+			return fmt.Errorf("lock %s: %w", lockPath, err)
+		case time.Since(fi.ModTime()) < staleLockAge:
+			return nil
+		}
+		if err := os.Remove(lockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove the stale lock %s: %w", lockPath, err)
+		}
+		gone = true
+		return nil
+	})
+	return gone, err
+}
+
+// repairRefs clears what a killed process can leave in the git directory
+// and what would otherwise stop every later command: ref locks older than
+// staleLockAge, empty refs nobody is writing (go-git rewrites refs such as
+// remote-tracking ones in place, under flock), and lieutenant's own
+// temporary files and push refs. It only removes refs lieutenant can
+// recreate: remote-tracking ones and its own.
+func (r *Repo) repairRefs() error {
+	gitDir := r.commonDir()
+	return r.withRepoLock(func() error {
+		if tmps, _ := filepath.Glob(filepath.Join(gitDir, tempPrefix+"*")); len(tmps) > 0 {
+			for _, t := range tmps {
+				if fi, err := os.Stat(t); err == nil && time.Since(fi.ModTime()) > time.Minute {
+					_ = os.Remove(t)
+				}
+			}
+		}
+		return filepath.WalkDir(filepath.Join(gitDir, "refs"), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil // a directory removed meanwhile is nothing to repair
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			rel := filepath.ToSlash(strings.TrimPrefix(p, gitDir+string(filepath.Separator)))
+			switch {
+			case strings.HasSuffix(p, ".lock"):
+				if time.Since(fi.ModTime()) > staleLockAge {
+					_ = os.Remove(p)
+				}
+			case fi.Size() == 0 && (strings.HasPrefix(rel, "refs/remotes/") || strings.HasPrefix(rel, "refs/lieutenant/")):
+				removeUnlessLocked(p)
+			case strings.HasPrefix(rel, "refs/lieutenant/push/") && time.Since(fi.ModTime()) > 2*pushTimeout:
+				_ = os.Remove(p)
+			}
+			return nil
+		})
+	})
 }
 
 // checkRefNameFree refuses to create refs/heads/a/b when refs/heads/a or

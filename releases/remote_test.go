@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -460,4 +462,54 @@ func TestRemoteTakeOverOfATokenlessLock(t *testing.T) {
 	if got := testenv.Git(t, bare, "show", releases.DefaultHistoryBranch+":locks/production.yaml"); !strings.Contains(got, "token: token-run-a") {
 		t.Errorf("lock after take over:\n%s", got)
 	}
+}
+
+// A process killed while it updated refs can leave an empty ref lock (git
+// creates it, then writes it) and an empty remote-tracking ref (go-git
+// rewrites it in place). Neither blocks the next command: locks older than
+// a few seconds and empty refs that lieutenant can fetch again are cleared
+// when the repository is opened, and the history is read and written as
+// before.
+func TestKilledWriterLeavesNothingThatBlocks(t *testing.T) {
+	bare := testenv.NewBareGitRepo(t, deployFiles)
+	dir := t.TempDir()
+	r, err := releases.InitCache(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.UseRemote(releases.Remote{Name: "origin", URL: bare}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remoteHistory(t, r).Put(context.Background(), "runs/production/a.yaml", []byte("a\n"), "a"); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	tracking := filepath.Join(dir, "refs", "remotes", "origin", "lieutenant", "runs")
+	lock := filepath.Join(dir, "refs", "heads", "lieutenant", "runs.lock")
+	if err := os.Truncate(tracking, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lock, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(lock, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	r = openRepo(t, dir)
+	if err := r.UseRemote(releases.Remote{Name: "origin", URL: bare}); err != nil {
+		t.Fatal(err)
+	}
+	h := remoteHistory(t, r)
+	if _, err := h.Put(context.Background(), "runs/production/b.yaml", []byte("b\n"), "b"); err != nil {
+		t.Fatalf("Put after a killed writer: %v", err)
+	}
+	if got := testenv.Git(t, bare, "ls-tree", "--name-only", "lieutenant/runs", "runs/production/"); got != "runs/production/a.yaml\nruns/production/b.yaml" {
+		t.Errorf("remote history: %s", got)
+	}
+	if _, err := os.Stat(lock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the stale lock is still there: %v", err)
+	}
+	fsck(t, dir)
 }

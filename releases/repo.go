@@ -75,7 +75,11 @@ func Open(path string) (*Repo, error) {
 	if err := checkFormat(cfg); err != nil {
 		return nil, fmt.Errorf("open deploy repository %s: %w", root, err)
 	}
-	return &Repo{path: root, bare: cfg.Core.IsBare, git: repo, storage: st}, nil
+	r := &Repo{path: root, bare: cfg.Core.IsBare, git: repo, storage: st}
+	if err := r.repairRefs(); err != nil {
+		return nil, fmt.Errorf("open deploy repository %s: %w", root, err)
+	}
+	return r, nil
 }
 
 // discover walks from dir to the file-system root the way git does: the
