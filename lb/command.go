@@ -50,10 +50,13 @@ const ExitTimedOut = 75
 // puts the server in maintenance and exits 0 (LIEUTENANT_KILL_SESSIONS=1), or
 // puts the server back in the state it had and exits 75 (ExitTimedOut).
 //
-// The enable program gets the server as {server}, LIEUTENANT_SERVER and
-// LIEUTENANT_TIMEOUT. It puts the server in service, waits until the
-// balancer's health check passes and exits 0; when LIEUTENANT_TIMEOUT runs out
-// first it puts the server in maintenance and exits 75.
+// The enable program gets the server as {server}, LIEUTENANT_SERVER,
+// LIEUTENANT_TIMEOUT and LIEUTENANT_VERIFIED ("1" when lieutenant checked
+// the server's health itself just before, see EnableOptions.Verified; "0"
+// otherwise). It puts the server in service, waits until the balancer's
+// health check passes (with LIEUTENANT_VERIFIED=1 it may skip that wait) and
+// exits 0; when LIEUTENANT_TIMEOUT runs out first it puts the server in
+// maintenance and exits 75.
 //
 // Any other exit status is a failure whose error holds the end of the
 // program's stderr. When ctx ends, or a program is still running Grace after
@@ -258,7 +261,11 @@ func (c *Command) enable(ctx context.Context, server string, opts EnableOptions)
 		return nil
 	}
 	timeout := opts.EffectiveTimeout()
-	env := []string{"LIEUTENANT_TIMEOUT=" + seconds(timeout)}
+	verified := "0"
+	if opts.Verified {
+		verified = "1"
+	}
+	env := []string{"LIEUTENANT_TIMEOUT=" + seconds(timeout), "LIEUTENANT_VERIFIED=" + verified}
 	res, err := c.run(ctx, c.cfg.Enable, server, env, timeout+c.cfg.Grace)
 	switch {
 	case err == nil:

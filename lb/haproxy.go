@@ -34,14 +34,20 @@ import (
 //     between the two commands.
 //   - Enable is `set server B/S state ready`, then polling until the status is
 //     UP ("UP", "UP 1/2", or "no check" for an unchecked server). HAProxy 2.6
-//     starts a server leaving maintenance as UP before any check has run
-//     ("start OK but check immediately"), so a broken server would look up for
-//     a moment and take traffic. For a checked server in maintenance Enable
-//     therefore goes through drain (no load-balanced traffic), forces the
-//     health to down (`set server B/S health down`) and only then sets ready:
-//     the server comes up only when a check made after the enable passes, and
-//     an Enable takes at least one check interval ("inter", or "downinter"
-//     when set).
+//     starts a server leaving maintenance as UP before any check has run, and
+//     checks it only at its next scheduled check (up to "inter" later; there
+//     is no runtime command to check now), so a broken server would take
+//     traffic until then. For a checked server in maintenance Enable therefore
+//     goes through drain (no load-balanced traffic) with the health forced
+//     down (`set server B/S health down`), waits for one check made from then
+//     on to pass (the check health counter leaves 0), and only then forces the
+//     health up and sets ready: one check interval at most ("downinter" when
+//     set), not "rise" of them. With EnableOptions.Verified, lieutenant's own
+//     check of the server made just before stands for that check, and the
+//     server is set ready at once (HAProxy 2.6 shows it UP at once, with the
+//     least health, so its next failed check takes it out; HAProxy 3.1's
+//     "init-state down" makes it wait for that check, which Enable then waits
+//     for).
 //   - A server in maintenance reports HealthDown, as HAProxy does: checks are
 //     paused there.
 //   - A server whose check reports NOLB (stopping, e.g. "http-check
@@ -290,6 +296,9 @@ type statRow struct {
 	Status           string
 	CheckStatus      string
 	CheckDesc        string
+	// CheckHealth is the check's health counter (0 .. rise+fall-1), -1 when
+	// HAProxy shows none (in maintenance, or without checks).
+	CheckHealth int
 }
 
 // parseStat reads `show stat` CSV by column name, keeping the server rows of
@@ -370,6 +379,12 @@ func parseStat(reply, backend string) ([]statRow, error) {
 		}
 		if row.Sessions, err = number(rec, "scur"); err != nil {
 			return nil, err
+		}
+		row.CheckHealth = -1
+		if field(rec, "check_health") != "" {
+			if row.CheckHealth, err = number(rec, "check_health"); err != nil {
+				return nil, err
+			}
 		}
 		rows = append(rows, row)
 	}
@@ -667,28 +682,7 @@ func (h *HAProxy) drain(ctx context.Context, server string, opts DrainOptions) e
 // waitIdle polls until the server has no session and nothing queued. It
 // returns the last row it saw, for messages.
 func (h *HAProxy) waitIdle(ctx context.Context, server string) (statRow, error) {
-	var last statRow
-	for {
-		rows, err := h.stat(ctx)
-		if err != nil {
-			return last, err
-		}
-		found := false
-		for _, r := range rows {
-			if r.Name == server {
-				last, found = r, true
-			}
-		}
-		if !found {
-			return last, ErrUnknownServer // removed while we waited
-		}
-		if last.Sessions == 0 && last.Queued == 0 {
-			return last, nil
-		}
-		if err := sleep(ctx, h.poll); err != nil {
-			return last, err
-		}
-	}
+	return h.pollServer(ctx, server, func(r statRow) bool { return r.Sessions == 0 && r.Queued == 0 })
 }
 
 // kill ends a drain that ran out of time: maintenance first, so no new
@@ -757,24 +751,9 @@ func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions)
 	if s.Serving() {
 		return nil
 	}
-	if s.Admin == AdminMaint && s.checked {
-		// Leave maintenance through drain with the health forced down, so
-		// that only a check made from now on can bring the server up (see
-		// the type's comment).
-		if err := h.setState(ctx, server, AdminDrain); err != nil {
-			return errors.Join(err, h.backToMaint(ctx, server))
-		}
-		if err := h.action(ctx, "set server "+h.backend+"/"+server+" health down"); err != nil {
-			return errors.Join(err, h.backToMaint(ctx, server))
-		}
-	}
-	if err := h.setState(ctx, server, AdminReady); err != nil {
-		return errors.Join(err, h.backToMaint(ctx, server))
-	}
-
 	timeout := opts.EffectiveTimeout()
 	waitCtx, cancel := context.WithTimeout(ctx, timeout)
-	last, err := h.waitUp(waitCtx, server)
+	last, err := h.bringUp(ctx, waitCtx, server, s.Admin == AdminMaint && s.checked && !opts.Verified)
 	if err != nil {
 		if werr := ctxErr(waitCtx); werr != nil {
 			err = werr // see drain
@@ -803,8 +782,38 @@ func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions)
 		last.Status, timeout, check, ErrNotHealthy)
 }
 
-// waitUp polls until the server is ready and up (or unchecked).
-func (h *HAProxy) waitUp(ctx context.Context, server string) (statRow, error) {
+// bringUp puts the server in service and waits (with waitCtx) until it is
+// up. With freshCheck it first waits, in drain with the health forced down,
+// for one check made from then on to pass (see the type's comment).
+func (h *HAProxy) bringUp(ctx, waitCtx context.Context, server string, freshCheck bool) (statRow, error) {
+	prefix := "set server " + h.backend + "/" + server
+	if freshCheck {
+		if err := h.setState(ctx, server, AdminDrain); err != nil {
+			return statRow{}, err
+		}
+		if err := h.action(ctx, prefix+" health down"); err != nil {
+			return statRow{}, err
+		}
+		last, err := h.pollServer(waitCtx, server, func(r statRow) bool { return r.CheckHealth > 0 })
+		if err != nil {
+			return last, err
+		}
+		if err := h.action(ctx, prefix+" health up"); err != nil {
+			return last, err
+		}
+	}
+	if err := h.setState(ctx, server, AdminReady); err != nil {
+		return statRow{}, err
+	}
+	return h.pollServer(waitCtx, server, func(r statRow) bool {
+		a, hl, _ := parseStatus(r.Status)
+		return a == AdminReady && hl != HealthDown
+	})
+}
+
+// pollServer reads the server's row every poll interval until done says
+// so, and returns the last row it read, for messages.
+func (h *HAProxy) pollServer(ctx context.Context, server string, done func(statRow) bool) (statRow, error) {
 	var last statRow
 	for {
 		rows, err := h.stat(ctx)
@@ -820,7 +829,7 @@ func (h *HAProxy) waitUp(ctx context.Context, server string) (statRow, error) {
 		if !found {
 			return last, ErrUnknownServer
 		}
-		if a, hl, _ := parseStatus(last.Status); a == AdminReady && hl != HealthDown {
+		if done(last) {
 			return last, nil
 		}
 		if err := sleep(ctx, h.poll); err != nil {

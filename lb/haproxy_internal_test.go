@@ -90,12 +90,18 @@ func TestParseStatLines(t *testing.T) {
 			// A captured line with scur, qcur and the "* " in-progress mark set.
 			reply: header + "web,web1,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,1,1,0,,1,3,1,,0,,2,0,,0,* L4CON,,0\n" +
 				"web,BACKEND,3,3,7,7,,9,0,0,,0,,0,0,0,0,DOWN,0,0,0,,1,1,0,,1,3,0,,0,,1,0,,0,,,\n",
-			want: []statRow{{Backend: "web", Name: "web1", Queued: 3, Sessions: 7, Status: "DOWN", CheckStatus: "L4CON"}},
+			want: []statRow{{Backend: "web", Name: "web1", Queued: 3, Sessions: 7, Status: "DOWN", CheckStatus: "L4CON", CheckHealth: -1}},
 		},
 		{
 			name:  "columns found by name, not position",
 			reply: "# svname,status,scur,qcur,pxname\nweb1,UP,2,0,web\nBACKEND,UP,2,0,web\n",
-			want:  []statRow{{Backend: "web", Name: "web1", Sessions: 2, Status: "UP"}},
+			want:  []statRow{{Backend: "web", Name: "web1", Sessions: 2, Status: "UP", CheckHealth: -1}},
+		},
+		{
+			name:  "the check's health counter",
+			reply: "# pxname,svname,qcur,scur,status,check_health\nweb,web1,0,0,DOWN 1/2,1\nweb,web2,0,0,MAINT,\nweb,BACKEND,0,0,UP,\n",
+			want: []statRow{{Backend: "web", Name: "web1", Status: "DOWN 1/2", CheckHealth: 1},
+				{Backend: "web", Name: "web2", Status: "MAINT", CheckHealth: -1}},
 		},
 		{name: "no such proxy", reply: "No such proxy.\n\n", wantErr: ErrUnknownBackend},
 		{name: "a frontend of that name is no backend", reply: "# pxname,svname,qcur,scur,status\nweb,FRONTEND,,0,OPEN\napp,BACKEND,0,0,UP\n", wantErr: ErrUnknownBackend},

@@ -281,3 +281,46 @@ func TestHAProxyWithMinimumConformance(t *testing.T) {
 		}
 	})
 }
+
+// With HAProxy's checks far apart (inter 30s), an enable waits for a check
+// made after it, and fails when none comes in time, leaving the server in
+// maintenance; a verified enable (lieutenant's own check just passed) puts
+// the server in service at once. With rise 3, one fresh check is enough.
+func TestHAProxyEnableWaitsForOneFreshCheckUnlessVerified(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		inter    time.Duration
+		rise     int
+		verified bool
+		wantErr  error
+	}{
+		{"slow checks", 30 * time.Second, 2, false, lb.ErrNotHealthy},
+		{"slow checks, verified", 30 * time.Second, 2, true, nil},
+		{"rise 3", 300 * time.Millisecond, 3, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b1, b2 := testenv.StartHTTPBackend(t, "web1"), testenv.StartHTTPBackend(t, "web2")
+			hp := testenv.StartHAProxy(t, []string{b1.Addr, b2.Addr}, testenv.HAProxyCheck(tc.inter, 3, tc.rise))
+			bal, err := lb.NewHAProxy(hp.APIAddr, hp.Backend, lb.HAProxyPollInterval(10*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bal.Drain(t.Context(), "web1", lb.DrainOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			// rise checks at inter would take 900ms: one is enough.
+			err = bal.Enable(t.Context(), "web1", lb.EnableOptions{Timeout: 700 * time.Millisecond, Verified: tc.verified})
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Enable = %v, want %v", err, tc.wantErr)
+			}
+			// "UP 1/3": up, not checked since (slow checks).
+			want := "web1=UP"
+			if tc.wantErr != nil {
+				want = "web1=MAINT"
+			}
+			if got := hp.Statuses(t); !strings.HasPrefix(got, want+" ") {
+				t.Errorf("after enable: %s, want %s", got, want)
+			}
+		})
+	}
+}

@@ -59,6 +59,13 @@ type EnableOptions struct {
 	// Timeout is how long to wait for the balancer's health check to report
 	// the server up; zero means DefaultEnableTimeout.
 	Timeout time.Duration
+	// Verified says that the caller checked the server's health itself,
+	// after the server's last change and just before this call: the
+	// balancer may then put it in service at once, without waiting for a
+	// check of its own made after the enable. Its own checks go on from
+	// there as for any server in service, and take the server out at the
+	// first failure.
+	Verified bool
 }
 
 // EffectiveTimeout is Timeout with the default applied, so that every adapter
@@ -109,9 +116,11 @@ var (
 //   - Enable returns the server to service and blocks until the balancer's
 //     health check reports it up (or it has no check). The check that counts
 //     is one made after the enable: a stale "up" from before the server went
-//     into maintenance is not enough. If that does not happen within the
-//     timeout, the server is put back in maintenance and the error wraps
-//     ErrNotHealthy: a server that fails its check never stays enabled.
+//     into maintenance is not enough; one passing check is. If that does not
+//     happen within the timeout, the server is put back in maintenance and
+//     the error wraps ErrNotHealthy: a server that fails its check never
+//     stays enabled. With EnableOptions.Verified the caller's own check
+//     stands for that first check, and the server may take traffic at once.
 //     Enabling a server that is already ready and up returns nil at once.
 //   - An unknown server name is an error wrapping ErrUnknownServer, and
 //     nothing is changed.

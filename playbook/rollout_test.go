@@ -250,8 +250,11 @@ func checkLoad(t *testing.T, res testenv.LoadResult) {
 	if res.Failed != 0 {
 		t.Errorf("requests failed: %s", res)
 	}
-	if res.Rate() < 150 || res.Total < 100 {
-		t.Errorf("load too thin to prove a drain: %s (want >= 150 requests/s, >= 100 requests)", res)
+	// What proves a drain is the rate during the restarts (a restart
+	// without drain loses requests at 200/s, see the control test); a
+	// rollout here takes half a second.
+	if res.Rate() < 150 || res.Total < 50 {
+		t.Errorf("load too thin to prove a drain: %s (want >= 150 requests/s, >= 50 requests)", res)
 	}
 }
 

@@ -414,6 +414,7 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 			break
 		}
 		prog.enabled = prog.enabled || enable
+		env.verified = verifiesHost(s) || env.verified && !s.changesHost()
 	}
 	if err := r.repair(ctx, st, batch, hp.Host, prog); err != nil {
 		// A failed host may still be serving: stop whatever max_failures says.

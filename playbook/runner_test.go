@@ -781,3 +781,38 @@ func TestProgressNeverMakesAHostWait(t *testing.T) {
 		t.Errorf("hosts in Git at the end: %s, want %s", got, want)
 	}
 }
+
+// An enable right after a check step that passed since the host's last
+// change is verified: the check stands for the balancer's first one. Not
+// after a change without a check, nor with wait_for_check.
+func TestEnableIsVerifiedByACheckAfterTheLastChange(t *testing.T) {
+	for _, tc := range []struct {
+		name, steps string
+		verified    bool
+	}{
+		{"check then enable", "  - packages.install\n  - command.check: check-hello\n  - balancer.enable\n", true},
+		{"check, sleep, enable", "  - packages.install\n  - command.check: check-hello\n  - sleep: 1ms\n  - balancer.enable\n", true},
+		{"change after the check", "  - command.check: check-hello\n  - service.restart: hello-web\n  - balancer.enable\n", false},
+		{"no check", "  - packages.install\n  - balancer.enable\n", false},
+		{"wait_for_check", "  - packages.install\n  - command.check: check-hello\n  - balancer.enable: {wait_for_check: true}\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScene(t, "hosts: \"web-*\"\nsteps:\n  - balancer.drain\n"+tc.steps)
+			if _, err := s.run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, c := range s.balancer.Calls() {
+				if c.Op == "enable" {
+					n++
+					if c.Enable.Verified != tc.verified {
+						t.Errorf("%s: verified %v, want %v", c, c.Enable.Verified, tc.verified)
+					}
+				}
+			}
+			if n != 4 {
+				t.Errorf("%d enables, want 4", n)
+			}
+		})
+	}
+}

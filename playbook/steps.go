@@ -44,6 +44,8 @@ type stepEnv struct {
 	packages       []Package
 	// installed is what rpm reported after packages.install, for the record.
 	installed map[string][]Package
+	// verified: a check step passed since the host's last change.
+	verified bool
 }
 
 // Where a step may appear.
@@ -112,7 +114,8 @@ func (d decoder) step(n *yaml.Node, p string, place stepPlace) Step {
 	case "balancer.enable":
 		s := &enableStep{opts: lb.EnableOptions{Timeout: time.Minute}}
 		d.args(arg, p, map[string]func(k, v *yaml.Node){
-			"timeout": func(_, v *yaml.Node) { s.opts.Timeout = d.positiveDuration(v, join(p, "timeout")) },
+			"timeout":        func(_, v *yaml.Node) { s.opts.Timeout = d.positiveDuration(v, join(p, "timeout")) },
+			"wait_for_check": func(_, v *yaml.Node) { s.waitForCheck = d.boolean(v, join(p, "wait_for_check")) },
 		})
 		return s
 	case "packages.install":
@@ -302,15 +305,46 @@ func (s *drainStep) run(ctx context.Context, env *stepEnv) (string, error) {
 	return "", env.balancer.Drain(ctx, env.host.BalancerServer, s.opts)
 }
 
-type enableStep struct{ opts lb.EnableOptions }
+// enableStep puts the host back in service. Right after a check step that
+// passed since the host's last change, the check stands for the balancer's
+// first one and the host takes traffic at once (lb.EnableOptions.Verified);
+// otherwise, or with wait_for_check, the balancer's own check must pass
+// first.
+type enableStep struct {
+	opts         lb.EnableOptions
+	waitForCheck bool
+}
 
 func (*enableStep) Kind() string      { return "balancer.enable" }
 func (*enableStep) changesHost() bool { return false }
 func (s *enableStep) Describe() string {
-	return fmt.Sprintf("enable in the balancer (health check up within %s)", s.opts.Timeout)
+	if s.waitForCheck {
+		return fmt.Sprintf("enable in the balancer once its own health check passes (within %s)", s.opts.Timeout)
+	}
+	return fmt.Sprintf("enable in the balancer (at once after a passing check step, else once its health check passes, within %s)", s.opts.Timeout)
 }
 func (s *enableStep) run(ctx context.Context, env *stepEnv) (string, error) {
-	return "", env.balancer.Enable(ctx, env.host.BalancerServer, s.opts)
+	opts := s.opts
+	opts.Verified = env.verified && !s.waitForCheck
+	if err := env.balancer.Enable(ctx, env.host.BalancerServer, opts); err != nil {
+		return "", err
+	}
+	if opts.Verified {
+		return "verified by the check before", nil
+	}
+	return "after the balancer's own check", nil
+}
+
+// verifiesHost reports whether s, when it passes, shows the host healthy:
+// a check of what its last change did.
+func verifiesHost(s Step) bool {
+	switch s := s.(type) {
+	case *httpCheckStep:
+		return true
+	case *commandStep:
+		return s.check
+	}
+	return false
 }
 
 // --- packages ---

@@ -319,7 +319,11 @@ func (f *FakeBalancer) Enable(ctx context.Context, server string, opts lb.Enable
 	}
 	wasMaint := s.admin == lb.AdminMaint
 	s.admin = lb.AdminReady
-	if wasMaint {
+	switch {
+	case wasMaint && opts.Verified:
+		// The caller's check stands for the first one.
+		s.checkAt = time.Now()
+	case wasMaint:
 		// Only a check made after the enable counts.
 		s.checkAt = time.Now().Add(f.checkDelay)
 	}

@@ -69,6 +69,7 @@ func RunConformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"DrainInMaintIsNoop", []Capability{ServerList}, testDrainInMaint},
 		{"ParallelDrains", []Capability{ServerList}, testParallelDrains},
 		{"EnableHealthy", []Capability{ServerList}, testEnableHealthy},
+		{"EnableVerified", []Capability{ServerList}, testEnableVerified},
 		{"EnableServingIsNoop", []Capability{ServerList}, testEnableServing},
 		{"EnableUnhealthy", []Capability{ServerList, HealthControl}, testEnableUnhealthy},
 		{"UnknownServer", []Capability{ServerList}, testUnknownServer},
@@ -349,6 +350,21 @@ func testEnableHealthy(t *testing.T, h Harness) {
 	s := state(t, h, target)
 	if s.Admin != lb.AdminReady || s.Health == lb.HealthDown || !s.Serving() {
 		t.Fatalf("after enable: %s, want ready, up and serving", describe(s))
+	}
+}
+
+// An enable the caller verified (its own check just passed) puts a healthy
+// server in service like any enable.
+func testEnableVerified(t *testing.T, h Harness) {
+	target := h.Servers[0]
+	drainOut(t, h, target)
+	start := time.Now()
+	if err := h.Balancer.Enable(ctxFor(t), target, lb.EnableOptions{Timeout: h.enableTimeout(), Verified: true}); err != nil {
+		t.Fatalf("Enable: %v", err)
+	}
+	t.Logf("verified enable of a healthy server took %s", time.Since(start))
+	if s := state(t, h, target); !s.Serving() {
+		t.Fatalf("after a verified enable: %s, want serving", describe(s))
 	}
 }
 
