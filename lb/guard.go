@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // WithMinimum returns b with its drains refused (ErrBelowMinimum, nothing
@@ -37,6 +38,12 @@ type minimumGuard struct {
 	minUp   int
 	mu      sync.Mutex
 	leaving map[string]bool // drains let through and not yet enabled again
+	// The last view of the backend and when its read began. A decision
+	// may use a view whose read began after the decision was asked for:
+	// a hundred drains asked for at once share one read of a backend of a
+	// thousand servers, instead of queueing a read each.
+	seen     []Server
+	seenFrom time.Time
 }
 
 func (g *minimumGuard) Drain(ctx context.Context, server string, opts DrainOptions) error {
@@ -51,15 +58,23 @@ func (g *minimumGuard) Drain(ctx context.Context, server string, opts DrainOptio
 }
 
 // admit takes the decision and, when the drain may go, marks the server as
-// leaving, both under the mutex so that parallel drains decide one at a time.
+// leaving, both under the mutex so that parallel drains decide one at a
+// time. The view it decides on was read after it was asked for: servers
+// out since then are either in it or marked leaving, and a server back in
+// service since is counted as out, which is on the safe side.
 func (g *minimumGuard) admit(ctx context.Context, server string) error {
+	asked := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	servers, err := g.Balancer.Servers(ctx)
-	if err != nil {
-		return fmt.Errorf("counting servers in service: %w", err)
+	if !g.seenFrom.After(asked) {
+		from := time.Now()
+		servers, err := g.Balancer.Servers(ctx)
+		if err != nil {
+			return fmt.Errorf("counting servers in service: %w", err)
+		}
+		g.seen, g.seenFrom = servers, from
 	}
-	if err := allowDrain(servers, server, g.leaving, g.minUp); err != nil {
+	if err := allowDrain(g.seen, server, g.leaving, g.minUp); err != nil {
 		return err
 	}
 	g.leaving[server] = true

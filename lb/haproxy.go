@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,13 +21,17 @@ import (
 // non-interactive mode: lieutenant writes one line and reads the reply until
 // HAProxy closes the connection. No connection is kept between calls, so an
 // HAProxy reload between two polls costs nothing, and an *HAProxy is safe for
-// concurrent use.
+// concurrent use; at most 8 connections are open at once (see
+// HAProxyMaxConnections).
 //
 // How the contract maps onto HAProxy:
-//   - Servers reads `show stat <backend> 4 -1` (sessions, queue, status) and,
-//     when a status does not say which admin state the server is in ("DOWN"
-//     and "NOLB" look the same in ready and drain), `show servers state
-//     <backend>` for the exact admin bits.
+//   - Servers reads `show stat` (sessions, queue, status) of the backend
+//     and, when a status does not say which admin state the server is in
+//     ("DOWN" and "NOLB" look the same in ready and drain), `show servers
+//     state <backend>` for the exact admin bits. Drain and Enable read their
+//     server's row alone (`show stat <backend id> 4 <server id>`, the ids
+//     read once from `show servers state`), so a thousand of them at once
+//     against a backend of a thousand servers cost what one server's does.
 //   - Drain is `set server B/S state drain`, then polling until scur and qcur
 //     are 0, then `set server B/S state maint`. On timeout with KillSessions it
 //     is `set server B/S state maint` followed by `shutdown sessions server
@@ -60,7 +65,22 @@ type HAProxy struct {
 	poll     time.Duration
 	cmdLimit time.Duration
 	grace    time.Duration
+
+	// conns bounds the runtime API connections open at once: HAProxy
+	// serves 10 at a time on a stats socket unless "stats maxconn" says
+	// otherwise, and refuses or stalls the rest.
+	conns chan struct{}
+
+	// ids caches where HAProxy keeps each server (read once from `show
+	// servers state`), so that a drain or an enable reads its server's row
+	// alone: a backend of a thousand servers is a quarter megabyte a read.
+	idMu sync.Mutex
+	ids  map[string]serverID
 }
+
+// serverID is where HAProxy keeps a server: the ids `show stat` takes to
+// answer for that one server.
+type serverID struct{ backend, server int }
 
 // HAProxyOption changes a default of NewHAProxy.
 type HAProxyOption func(*HAProxy)
@@ -72,6 +92,17 @@ func HAProxyPollInterval(d time.Duration) HAProxyOption {
 	return func(h *HAProxy) {
 		if d > 0 {
 			h.poll = d
+		}
+	}
+}
+
+// HAProxyMaxConnections sets how many runtime API connections are open at
+// once, at most (default 8, below the 10 HAProxy's stats socket serves at
+// once by default; raise both together with its "stats maxconn").
+func HAProxyMaxConnections(n int) HAProxyOption {
+	return func(h *HAProxy) {
+		if n > 0 {
+			h.conns = make(chan struct{}, n)
 		}
 	}
 }
@@ -107,6 +138,7 @@ func NewHAProxy(addr, backend string, opts ...HAProxyOption) (*HAProxy, error) {
 		poll:     50 * time.Millisecond,
 		cmdLimit: 10 * time.Second,
 		grace:    5 * time.Second,
+		conns:    make(chan struct{}, 8),
 	}
 	for _, o := range opts {
 		o(h)
@@ -180,6 +212,12 @@ const maxReply = 16 << 20
 func (h *HAProxy) command(ctx context.Context, cmd string) (string, error) {
 	if err := ctxErr(ctx); err != nil {
 		return "", err
+	}
+	select {
+	case h.conns <- struct{}{}:
+		defer func() { <-h.conns }()
+	case <-ctx.Done():
+		return "", fmt.Errorf("haproxy runtime API at %s: %q: %w", h.addr, cmd, ctxErr(ctx))
 	}
 	d := net.Dialer{Timeout: h.cmdLimit}
 	conn, err := d.DialContext(ctx, h.network, h.address)
@@ -302,21 +340,31 @@ type statRow struct {
 }
 
 // parseStat reads `show stat` CSV by column name, keeping the server rows of
-// backend. Columns are looked up by header because HAProxy only promises the
-// order of the first fields.
+// backend, which must be listed (its BACKEND row). Columns are looked up by
+// header because HAProxy only promises the order of the first fields.
 func parseStat(reply, backend string) ([]statRow, error) {
+	rows, found, err := parseStatRows(reply, backend)
+	if err == nil && !found {
+		err = fmt.Errorf("show stat lists no backend %q: %w", backend, ErrUnknownBackend)
+	}
+	return rows, err
+}
+
+// parseStatRows is parseStat without the need for the BACKEND row; found
+// says whether it was there.
+func parseStatRows(reply, backend string) (rows []statRow, found bool, err error) {
 	if !strings.HasPrefix(reply, "# ") {
 		if err := replyError(reply); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return nil, errors.New("show stat: empty reply")
+		return nil, false, errors.New("show stat: empty reply")
 	}
 	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(reply, "# ")))
 	r.FieldsPerRecord = -1
 	r.LazyQuotes = true
 	header, err := r.Read()
 	if err != nil {
-		return nil, fmt.Errorf("show stat header: %w", err)
+		return nil, false, fmt.Errorf("show stat header: %w", err)
 	}
 	col := make(map[string]int, len(header))
 	for i, name := range header {
@@ -324,7 +372,7 @@ func parseStat(reply, backend string) ([]statRow, error) {
 	}
 	for _, need := range []string{"pxname", "svname", "qcur", "scur", "status"} {
 		if _, ok := col[need]; !ok {
-			return nil, fmt.Errorf("show stat: no %q column in header", need)
+			return nil, false, fmt.Errorf("show stat: no %q column in header", need)
 		}
 	}
 	field := func(rec []string, name string) string {
@@ -345,15 +393,13 @@ func parseStat(reply, backend string) ([]statRow, error) {
 		}
 		return n, nil
 	}
-	var rows []statRow
-	found := false
 	for {
 		rec, err := r.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("show stat: %w", err)
+			return nil, false, fmt.Errorf("show stat: %w", err)
 		}
 		if field(rec, "pxname") != backend {
 			continue
@@ -375,23 +421,20 @@ func parseStat(reply, backend string) ([]statRow, error) {
 			CheckStatus: strings.TrimPrefix(field(rec, "check_status"), "* "),
 		}
 		if row.Queued, err = number(rec, "qcur"); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if row.Sessions, err = number(rec, "scur"); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		row.CheckHealth = -1
 		if field(rec, "check_health") != "" {
 			if row.CheckHealth, err = number(rec, "check_health"); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 		rows = append(rows, row)
 	}
-	if !found {
-		return nil, fmt.Errorf("show stat lists no backend %q: %w", backend, ErrUnknownBackend)
-	}
-	return rows, nil
+	return rows, found, nil
 }
 
 // parseStatus maps the status column of `show stat` (HAProxy 2.6,
@@ -420,6 +463,7 @@ func parseStatus(status string) (admin Admin, health Health, exact bool) {
 // stateRow is one line of `show servers state`.
 type stateRow struct {
 	Name       string
+	ID         serverID
 	OpState    int // 0 stopped, 1 starting, 2 running, 3 stopping
 	AdminBits  int // SRV_ADMF_* mask
 	CheckState int // CHK_ST_* mask
@@ -454,7 +498,7 @@ func parseServersState(reply, backend string) ([]stateRow, error) {
 	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
 		col[name] = i
 	}
-	for _, need := range []string{"be_name", "srv_name", "srv_op_state", "srv_admin_state", "srv_check_state"} {
+	for _, need := range []string{"be_id", "be_name", "srv_id", "srv_name", "srv_op_state", "srv_admin_state", "srv_check_state"} {
 		if _, ok := col[need]; !ok {
 			return nil, fmt.Errorf("show servers state: no %q column in header", need)
 		}
@@ -483,6 +527,12 @@ func parseServersState(reply, backend string) ([]stateRow, error) {
 		var err error
 		if i := col["srv_name"]; i < len(f) {
 			row.Name = f[i]
+		}
+		if row.ID.backend, err = get("be_id"); err != nil {
+			return nil, err
+		}
+		if row.ID.server, err = get("srv_id"); err != nil {
+			return nil, err
 		}
 		if row.OpState, err = get("srv_op_state"); err != nil {
 			return nil, err
@@ -560,13 +610,9 @@ func (h *HAProxy) state(ctx context.Context, exact bool) ([]haServer, error) {
 	if !exact {
 		return out, nil
 	}
-	reply, err := h.command(ctx, "show servers state "+h.backend)
+	states, err := h.exactStates(ctx)
 	if err != nil {
 		return nil, err
-	}
-	states, err := parseServersState(reply, h.backend)
-	if err != nil {
-		return nil, fmt.Errorf("backend %s: %w", h.backend, err)
 	}
 	byName := make(map[string]stateRow, len(states))
 	for _, s := range states {
@@ -579,6 +625,99 @@ func (h *HAProxy) state(ctx context.Context, exact bool) ([]haServer, error) {
 		}
 	}
 	return out, nil
+}
+
+// exactStates reads `show servers state` of the backend: exact admin and
+// check states and every server's ids, which it caches.
+func (h *HAProxy) exactStates(ctx context.Context) ([]stateRow, error) {
+	reply, err := h.command(ctx, "show servers state "+h.backend)
+	if err != nil {
+		return nil, err
+	}
+	states, err := parseServersState(reply, h.backend)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", h.backend, err)
+	}
+	ids := make(map[string]serverID, len(states))
+	for _, st := range states {
+		ids[st.Name] = st.ID
+	}
+	h.idMu.Lock()
+	h.ids = ids
+	h.idMu.Unlock()
+	return states, nil
+}
+
+// row reads one server's `show stat` row alone. A server the cached ids
+// do not find (HAProxy reloaded with another configuration) is looked up
+// again once.
+func (h *HAProxy) row(ctx context.Context, server string) (statRow, error) {
+	for attempt := 0; ; attempt++ {
+		h.idMu.Lock()
+		id, ok := h.ids[server]
+		h.idMu.Unlock()
+		if !ok && attempt == 0 {
+			if _, err := h.exactStates(ctx); err != nil {
+				return statRow{}, err
+			}
+			continue
+		}
+		if !ok {
+			hs, err := h.state(ctx, false)
+			if err != nil {
+				return statRow{}, err
+			}
+			return statRow{}, unknownServer(plain(hs))
+		}
+		reply, err := h.command(ctx, fmt.Sprintf("show stat %d 4 %d", id.backend, id.server))
+		if err != nil {
+			return statRow{}, err
+		}
+		rows, _, err := parseStatRows(reply, h.backend)
+		if err != nil {
+			return statRow{}, fmt.Errorf("backend %s: %w", h.backend, err)
+		}
+		for _, r := range rows {
+			if r.Name == server {
+				return r, nil
+			}
+		}
+		h.idMu.Lock()
+		h.ids = nil
+		h.idMu.Unlock()
+		if attempt > 0 {
+			return statRow{}, fmt.Errorf("backend %s lists no server %s: %w", h.backend, server, ErrUnknownServer)
+		}
+	}
+}
+
+// server reads one server's state: its row, and with exact, or when the
+// status leaves the admin state open, the exact bits of `show servers
+// state` (the whole backend's).
+func (h *HAProxy) server(ctx context.Context, name string, exact bool) (haServer, error) {
+	r, err := h.row(ctx, name)
+	if err != nil {
+		return haServer{}, err
+	}
+	admin, health, ok := parseStatus(r.Status)
+	s := haServer{
+		Server:      Server{Name: r.Name, Admin: admin, Health: health, Sessions: r.Sessions, Queued: r.Queued},
+		checkStatus: r.CheckStatus,
+		checkDesc:   r.CheckDesc,
+	}
+	if ok && !exact {
+		return s, nil
+	}
+	states, err := h.exactStates(ctx)
+	if err != nil {
+		return haServer{}, err
+	}
+	for _, st := range states {
+		if st.Name == name {
+			s.Admin, s.Health, s.checked = st.adminOf(), st.healthOf(), st.CheckState&chkEnable != 0
+		}
+	}
+	return s, nil
 }
 
 func plain(hs []haServer) []Server {
@@ -622,11 +761,7 @@ func (h *HAProxy) drain(ctx context.Context, server string, opts DrainOptions) e
 	if !validHAProxyName(server) {
 		return fmt.Errorf("not a valid HAProxy server name: %w", ErrUnknownServer)
 	}
-	hs, err := h.state(ctx, false)
-	if err != nil {
-		return err
-	}
-	s, err := findHA(hs, server)
+	s, err := h.server(ctx, server, false)
 	if err != nil {
 		return err
 	}
@@ -740,11 +875,9 @@ func (h *HAProxy) enable(ctx context.Context, server string, opts EnableOptions)
 	if !validHAProxyName(server) {
 		return fmt.Errorf("not a valid HAProxy server name: %w", ErrUnknownServer)
 	}
-	hs, err := h.state(ctx, true)
-	if err != nil {
-		return err
-	}
-	s, err := findHA(hs, server)
+	// Whether a server in maintenance is checked decides how it comes
+	// back, unless the caller verified it: then no exact read is needed.
+	s, err := h.server(ctx, server, !opts.Verified)
 	if err != nil {
 		return err
 	}
@@ -816,20 +949,11 @@ func (h *HAProxy) bringUp(ctx, waitCtx context.Context, server string, freshChec
 func (h *HAProxy) pollServer(ctx context.Context, server string, done func(statRow) bool) (statRow, error) {
 	var last statRow
 	for {
-		rows, err := h.stat(ctx)
+		r, err := h.row(ctx, server)
 		if err != nil {
 			return last, err
 		}
-		found := false
-		for _, r := range rows {
-			if r.Name == server {
-				last, found = r, true
-			}
-		}
-		if !found {
-			return last, ErrUnknownServer
-		}
-		if done(last) {
+		if last = r; done(last) {
 			return last, nil
 		}
 		if err := sleep(ctx, h.poll); err != nil {

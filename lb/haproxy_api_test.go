@@ -61,10 +61,15 @@ func (a *scriptedAPI) serve(conn net.Conn) {
 	line = strings.TrimSpace(line)
 	a.mu.Lock()
 	switch {
-	case line == "show stat -1 6 -1":
+	case line == "show stat -1 6 -1", line == "show stat 3 4 1":
 		status := map[string]string{"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}[a.admin]
 		a.mu.Unlock()
 		fmt.Fprintf(conn, "# pxname,svname,qcur,scur,status,check_status,check_desc\nweb,web1,0,0,%s,L7OK,\nweb,BACKEND,0,0,UP,,\n\n", status)
+		return
+	case line == "show servers state web":
+		bits := map[string]int{"ready": 0, "drain": 8, "maint": 1}[a.admin]
+		a.mu.Unlock()
+		fmt.Fprintf(conn, "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state\n3 web 1 web1 127.0.0.1 2 %d 1 1 0 6 3 4 6\n\n", bits)
 		return
 	case strings.HasPrefix(line, "set server web/web1 state "):
 		a.commands = append(a.commands, line)

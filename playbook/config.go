@@ -60,6 +60,9 @@ type SSHConfig struct {
 	Agent          bool
 	ConnectTimeout time.Duration
 	CommandTimeout time.Duration
+	// MaxHandshakes bounds the SSH connections being opened at once; 0
+	// means the transport's default.
+	MaxHandshakes int
 }
 
 var (
@@ -251,6 +254,13 @@ func (d decoder) ssh(n *yaml.Node, p string, s *SSHConfig) {
 		"agent":           func(_, v *yaml.Node) { s.Agent = d.boolean(v, join(p, "agent")) },
 		"connect_timeout": func(_, v *yaml.Node) { s.ConnectTimeout = d.positiveDuration(v, join(p, "connect_timeout")) },
 		"command_timeout": func(_, v *yaml.Node) { s.CommandTimeout = d.positiveDuration(v, join(p, "command_timeout")) },
+		"max_handshakes": func(_, v *yaml.Node) {
+			if n, ok := d.integer(v, join(p, "max_handshakes")); ok && n < 1 {
+				d.errorf(v, join(p, "max_handshakes"), "%d: want at least 1", n)
+			} else {
+				s.MaxHandshakes = n
+			}
+		},
 	})
 }
 

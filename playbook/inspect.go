@@ -27,10 +27,11 @@ func (e *Environment) Target(h Host) transport.Host {
 	return t
 }
 
-// DefaultParallelConnects bounds how many hosts are contacted at once before
-// a run: enough to inspect a thousand hosts in seconds, few enough not to
-// trip sshd's MaxStartups on a shared bastion.
-const DefaultParallelConnects = 32
+// DefaultParallelConnects bounds how many hosts are inspected (or run their
+// preflight) at once. The transport bounds the handshakes among them (64
+// by default, ssh.max_handshakes), so more hosts than that can be asked
+// for their packages while others still connect.
+const DefaultParallelConnects = 128
 
 // Observed is what lieutenant saw of the fleet before planning.
 type Observed struct {

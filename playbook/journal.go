@@ -47,6 +47,9 @@ type journal struct {
 	runSaved  int // the version the run's file was last written at
 	lastWrite time.Time
 	failed    error // the last progress write's error, until a write succeeds
+	// held: a commit follows shortly (a batch ended), so progress waits
+	// for it instead of making it wait for a push in flight.
+	held bool
 
 	// failed reports a progress write that did not land.
 	onFail func(err error)
@@ -60,7 +63,9 @@ func newJournal(st *runState, rec Recorder, interval time.Duration) *journal {
 	if interval <= 0 {
 		interval = DefaultProgressInterval
 	}
-	return &journal{st: st, rec: rec, interval: interval, runSaved: -1,
+	// Version 0, the record as Run got it, is what the Recorder has: the
+	// caller wrote it with the lock.
+	return &journal{st: st, rec: rec, interval: interval, lastWrite: time.Now(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -82,7 +87,11 @@ func (j *journal) start(ctx context.Context) {
 			}
 			j.st.mu.Lock()
 			wait := time.Until(j.lastWrite.Add(j.interval))
+			held := j.held
 			j.st.mu.Unlock()
+			if held {
+				continue // the commit will write it
+			}
 			if wait > 0 {
 				t := time.NewTimer(wait)
 				select {
@@ -128,6 +137,10 @@ func (j *journal) progress(ctx context.Context) {
 	defer j.writeMu.Unlock()
 	st := j.st
 	st.mu.Lock()
+	if j.held {
+		st.mu.Unlock()
+		return
+	}
 	hosts := st.rec.Changes()
 	if len(hosts) == 0 {
 		st.mu.Unlock()
@@ -163,6 +176,14 @@ func progressEvent(rec *record.Run) string {
 	return fmt.Sprintf("%s, progress", rec.Outcome)
 }
 
+// hold stops progress writes until the next commit, which is about to
+// come: it would otherwise wait for a progress push started just before.
+func (j *journal) hold() {
+	j.st.mu.Lock()
+	j.held = true
+	j.st.mu.Unlock()
+}
+
 // commit writes the record as it is now (the run's file and the hosts'
 // files that changed) and returns once it is durable. Nothing to write,
 // nothing written.
@@ -174,6 +195,7 @@ func (j *journal) commit(ctx context.Context, event string) error {
 	defer j.writeMu.Unlock()
 	st := j.st
 	st.mu.Lock()
+	j.held = false
 	version := j.version
 	hosts := st.rec.Changes()
 	if version == j.runSaved && len(hosts) == 0 {

@@ -227,8 +227,17 @@ func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *rec
 			}
 			r.runBatch(ctx, st, b)
 		}
+		// A write follows at once: the next batch's intent, the gate's wait
+		// for an approval, or the end. A soak writes the batch's end before
+		// it, so that a resume during the soak does not run the batch again.
+		st.journal.hold()
 		if st.isStopped() || i == len(plan.Batches)-1 {
 			continue
+		}
+		if plan.Gate.Soak > 0 && !st.gatePassed(b.Number) {
+			if r.commit(ctx, st, fmt.Sprintf("batch %d/%d done", b.Number, len(plan.Batches))) != nil {
+				break
+			}
 		}
 		r.gate(ctx, st, b, plan.Batches[i+1])
 	}

@@ -335,8 +335,8 @@ func (h *History) pushCAS(ctx context.Context, commit, tip plumbing.Hash) error 
 			return pushErr
 		}
 	}
-	if err := r.storage.SetReference(plumbing.NewHashReference(h.tipRef(), commit)); err != nil {
-		return fmt.Errorf("update %s: %w", h.tipRef(), err)
+	if err := r.writeRef(ctx, h.tipRef(), commit); err != nil {
+		return err
 	}
 	// The local branch follows when nobody else moved it, so that
 	// `git log lieutenant/runs` works in a clone too.

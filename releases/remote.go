@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	git "github.com/go-git/go-git/v5"
@@ -17,7 +16,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	gittransport "github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
-	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -49,8 +47,11 @@ type Remote struct {
 type remote struct {
 	Remote
 	endpoint *gittransport.Endpoint
-	git      *git.Remote
-	auth     gittransport.AuthMethod
+	// wire speaks to SSH and local remotes (see wire.go); nil for HTTPS,
+	// which goes through go-git.
+	wire wire
+	git  *git.Remote
+	auth gittransport.AuthMethod
 }
 
 // RemoteError is a failed conversation with the remote: unreachable,
@@ -98,7 +99,7 @@ func (r *Repo) UseRemote(rem Remote) error {
 		if user == "" {
 			user = "git"
 		}
-		rm.auth = &sshAuth{user: user, hostport: net.JoinHostPort(ep.Host, fmt.Sprint(portOr(ep.Port, 22))), config: rem.Auth.SSH}
+		rm.wire = &sshWire{path: ep.Path, user: user, hostport: net.JoinHostPort(ep.Host, fmt.Sprint(portOr(ep.Port, 22))), config: rem.Auth.SSH}
 	case "http", "https":
 		if ep.Password != "" {
 			return fmt.Errorf("remote %s: put the token in LIEUTENANT_GIT_TOKEN, not in the URL, so it never reaches a log", redactURL(rem.URL))
@@ -114,6 +115,7 @@ func (r *Repo) UseRemote(rem Remote) error {
 		if _, err := os.Stat(ep.Path); err != nil {
 			return fmt.Errorf("remote %s: %w", rem.URL, err)
 		}
+		rm.wire = localWire{path: ep.Path}
 	default:
 		return fmt.Errorf("remote %s: unsupported protocol %q (use ssh, https or a path)", redactURL(rem.URL), ep.Protocol)
 	}
@@ -169,10 +171,40 @@ func (r *Repo) Tracking(branch string) string {
 	return r.remote.Name + "/" + branch
 }
 
+// FetchDefault fetches the branch the remote's HEAD points at, and
+// branches, and returns the default branch's name: over SSH or a path, in
+// one conversation with the remote.
+func (r *Repo) FetchDefault(ctx context.Context, branches ...string) (string, error) {
+	if r.remote == nil {
+		return "", errors.New("default branch: no remote")
+	}
+	if r.remote.wire == nil {
+		def, err := r.DefaultBranch(ctx)
+		if err != nil {
+			return "", err
+		}
+		return def, r.Fetch(ctx, append([]string{def}, branches...)...)
+	}
+	var def string
+	err := r.locked(func() error {
+		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		defer cancel()
+		var err error
+		if def, err = r.fetchWire(ctx, true, branches...); err != nil {
+			return r.remote.fail("list", "", err)
+		}
+		return nil
+	})
+	return def, err
+}
+
 // DefaultBranch asks the remote which branch its HEAD points at.
 func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
 	if r.remote == nil {
 		return "", errors.New("default branch: no remote")
+	}
+	if r.remote.wire != nil {
+		return r.FetchDefault(ctx)
 	}
 	var branch string
 	err := r.locked(func() error {
@@ -215,6 +247,12 @@ func (r *Repo) fetch(ctx context.Context, branches ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	rm := r.remote
+	if rm.wire != nil {
+		if _, err := r.fetchWire(ctx, false, branches...); err != nil {
+			return rm.fail("fetch", strings.Join(branches, ", "), err)
+		}
+		return nil
+	}
 	specs := make([]config.RefSpec, len(branches))
 	for i, b := range branches {
 		specs[i] = trackingSpec(rm.Name, b)
@@ -264,6 +302,12 @@ func (r *Repo) push(ctx context.Context, branch string, commit, old plumbing.Has
 	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
 	defer cancel()
 	rm := r.remote
+	if rm.wire != nil {
+		if err := r.pushWire(ctx, branch, commit, old); err != nil {
+			return rm.fail("push", branch, err)
+		}
+		return nil
+	}
 	// go-git pushes from a ref; a private one per push keeps concurrent
 	// lieutenant processes on one clone out of each other's way.
 	src := plumbing.ReferenceName("refs/lieutenant/push/" + commit.String())
@@ -316,47 +360,6 @@ func portOr(p, def int) int {
 		return def
 	}
 	return p
-}
-
-// sshAuth hands go-git the caller's SSH configuration. go-git asks for a
-// configuration per connection and drops it afterwards; the previous one's
-// resources (an ssh-agent connection) are released at the next request,
-// since the Repo's lock makes connections one at a time.
-type sshAuth struct {
-	user, hostport string
-	config         func(user, hostport string) (*ssh.ClientConfig, func(), error)
-
-	mu      sync.Mutex
-	release func()
-}
-
-var _ gitssh.AuthMethod = (*sshAuth)(nil)
-
-func (a *sshAuth) Name() string   { return "lieutenant-ssh" }
-func (a *sshAuth) String() string { return "user: " + a.user }
-
-func (a *sshAuth) ClientConfig() (*ssh.ClientConfig, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.release != nil {
-		a.release()
-		a.release = nil
-	}
-	cfg, release, err := a.config(a.user, a.hostport)
-	if err != nil {
-		return nil, err
-	}
-	a.release = release
-	return cfg, nil
-}
-
-func (a *sshAuth) close() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.release != nil {
-		a.release()
-		a.release = nil
-	}
 }
 
 // ConfiguredRemote returns the URL of the remote called name in the

@@ -135,10 +135,8 @@ func (r *Repo) Bare() bool { return r.bare }
 func (r *Repo) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.remote != nil {
-		if a, ok := r.remote.auth.(*sshAuth); ok {
-			a.close()
-		}
+	if r.remote != nil && r.remote.wire != nil {
+		r.remote.wire.close()
 	}
 	return r.storage.Close()
 }

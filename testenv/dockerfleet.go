@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -59,4 +63,24 @@ func projectName(test string) string {
 		name = name[:40]
 	}
 	return "lt-" + name + "-" + hex.EncodeToString(b[:])
+}
+
+// FloorRollout runs testenv/floor/rollout on the fleet's hosts: the same
+// steps as the fleet's playbook with nothing around them, the floor a
+// rollout's time is measured against. It returns the script's wall time.
+func FloorRollout(ctx context.Context, f *fleet.Fleet, nevra string) (time.Duration, error) {
+	_, self, _, _ := runtime.Caller(0)
+	args := []string{nevra, "hello-web"}
+	for _, h := range f.Hosts {
+		args = append(args, h.Name+"="+h.Address+"="+h.Server)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(self), "floor", "rollout"), args...)
+	cmd.Env = append(os.Environ(), "FLOOR_API="+f.LBAPI, "FLOOR_BACKEND="+f.Backend, "FLOOR_USER="+f.User,
+		"FLOOR_IDENTITY="+f.Identity, "FLOOR_KNOWN_HOSTS="+f.KnownHosts, "FLOOR_HEALTH_PORT=8080")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("floor rollout to %s: %w\n%s", nevra, err, out)
+	}
+	return time.Since(start), nil
 }

@@ -159,6 +159,8 @@ type FakeHost struct {
 	// makes the command exit 1 with the error as stderr.
 	onService func(action, name string) error
 	failNext  map[string]string // argv[0] -> stderr of a forced failure
+	// installDelay and serviceDelay: see SetDelays.
+	installDelay, serviceDelay time.Duration
 }
 
 // Installed returns the host's packages as NEVRA strings by name.
@@ -177,6 +179,14 @@ func (h *FakeHost) Commands() []transport.Command {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]transport.Command(nil), h.commands...)
+}
+
+// SetDelays makes every install and every service command take that
+// long (or until the command's ctx ends), as real ones do.
+func (h *FakeHost) SetDelays(install, service time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.installDelay, h.serviceDelay = install, service
 }
 
 // HandleScript registers the answer to `sh -c script`.
@@ -262,26 +272,50 @@ func (h *FakeHost) exec(ctx context.Context, args []string) (stdout, stderr stri
 		if perr != nil {
 			return "", "sleep: invalid time interval\n", 1, nil
 		}
-		t := time.NewTimer(time.Duration(d * float64(time.Second)))
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return "", "", 0, nil
-		case <-ctx.Done():
-			return "", "", -1, ctx.Err()
+		if err := pause(ctx, time.Duration(d*float64(time.Second))); err != nil {
+			return "", "", -1, err
 		}
+		return "", "", 0, nil
 	case "sh":
 		return h.shell(ctx, args)
 	case "rpm":
 		return h.rpm(args)
 	case "dnf", "yum":
+		if err := h.wait(ctx, func() time.Duration { return h.installDelay }); err != nil {
+			return "", "", -1, err
+		}
 		return h.install(args)
-	case "systemctl":
+	case "systemctl", "service":
+		if err := h.wait(ctx, func() time.Duration { return h.serviceDelay }); err != nil {
+			return "", "", -1, err
+		}
+		if args[0] == "service" {
+			return h.service(argAt(args, 2), argAt(args, 1))
+		}
 		return h.service(argAt(args, 1), argAt(args, 2))
-	case "service":
-		return h.service(argAt(args, 2), argAt(args, 1))
 	}
 	return "", "sh: 1: " + args[0] + ": not found\n", 127, nil
+}
+
+// wait sleeps for the delay delay reads under the host's lock, or until
+// ctx ends.
+func (h *FakeHost) wait(ctx context.Context, delay func() time.Duration) error {
+	h.mu.Lock()
+	d := delay()
+	h.mu.Unlock()
+	return pause(ctx, d)
+}
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func argAt(args []string, i int) string {

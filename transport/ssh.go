@@ -53,6 +53,11 @@ type SSHConfig struct {
 	// at once on a connection and more wait for a slot instead of being
 	// refused by the server.
 	MaxSessions int
+	// MaxHandshakes bounds the connections being opened (TCP connect, key
+	// exchange, authentication) at once, across all hosts; 0 means 64.
+	// Handshakes cost CPU on both sides; a thousand at once would starve
+	// the machine, and trip MaxStartups on a shared bastion.
+	MaxHandshakes int
 }
 
 // Defaults for SSHConfig's zero values.
@@ -61,6 +66,7 @@ const (
 	DefaultHandshakeTimeout  = 15 * time.Second
 	DefaultKeepAliveInterval = 15 * time.Second
 	DefaultMaxSessions       = 10
+	DefaultMaxHandshakes     = 64
 )
 
 // SSH is a Connector that runs commands over SSH, one connection per host.
@@ -71,8 +77,9 @@ type SSH struct {
 	identities []identity // from IdentityFiles, in order
 	agentSock  string     // "" when no agent is used
 
-	dials  atomic.Int64
-	closed atomic.Bool
+	dials      atomic.Int64
+	closed     atomic.Bool
+	handshakes chan struct{} // one token per handshake in progress
 
 	mu    sync.Mutex
 	hosts map[string]*hostConn // by Host.Name
@@ -100,6 +107,9 @@ func NewSSH(cfg SSHConfig) (*SSH, error) {
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if cfg.User == "" {
 		u, err := user.Current()
@@ -144,7 +154,7 @@ func NewSSH(cfg SSHConfig) (*SSH, error) {
 		return nil, fmt.Errorf("ssh: read known_hosts: %w", err)
 	}
 
-	s := &SSH{cfg: cfg, hostKeys: db, hosts: make(map[string]*hostConn)}
+	s := &SSH{cfg: cfg, hostKeys: db, hosts: make(map[string]*hostConn), handshakes: make(chan struct{}, cfg.MaxHandshakes)}
 	var agentKeys []*agent.Key
 	if sock := os.Getenv("SSH_AUTH_SOCK"); cfg.UseAgent && sock != "" {
 		s.agentSock = sock
@@ -451,6 +461,12 @@ func keepAlive(cl *ssh.Client, every time.Duration, dead <-chan struct{}) {
 // dial opens and authenticates one connection. Errors name the step, not the
 // host: the caller adds that.
 func (s *SSH) dial(ctx context.Context, h Host, addr string) (*ssh.Client, error) {
+	select {
+	case s.handshakes <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("dial: %w", ctx.Err())
+	}
+	defer func() { <-s.handshakes }()
 	s.dials.Add(1)
 	d := net.Dialer{Timeout: s.cfg.DialTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
-	"github.com/lieutenant-deploy/lieutenant/testenv/fleet"
 )
 
 // BenchmarkRolloutSSH runs `lieutenant run` over 32 hosts reached by real
@@ -57,47 +56,6 @@ steps:
 	}, nil)
 	t.report(b, b.N*hosts, "host")
 	b.ReportMetric(float64(hostsFleet.Connections())/float64(b.N*hosts), "dials/host")
-}
-
-// BenchmarkFleetRollout runs `lieutenant run` on the docker-compose fleet,
-// 4 real RPM hosts (dnf, service restarts) behind HAProxy, alternating
-// between hello-web 1.1.0 and 1.0.0, and splits the wall time of a rollout
-// like BenchmarkRolloutSSH: the steps' critical path, and lieutenant's
-// overhead (inspection included).
-//
-// With the history on the fleet's Git server over SSH (sub-benchmark
-// git-over-ssh), every record write is a push: the difference between the
-// two is what a remote costs a rollout.
-func BenchmarkFleetRollout(b *testing.B) {
-	f := testenv.StartDockerFleet(b, fleet.Options{})
-	newRepo := func() string {
-		return testenv.NewGitRepo(b, map[string]string{
-			"lieutenant.yaml":           "environments:\n" + f.Environment("production"),
-			"releases/production.yaml":  manifest("1.0.0-1"),
-			"inventory/production.yaml": f.Inventory(),
-			"playbooks/web.yaml":        f.Playbook(),
-		})
-	}
-	// The fleet keeps its state across sub-benchmarks and the benchmark's
-	// own reruns, so the next release is always the other version.
-	rollouts := 0
-	releases := func(int) string {
-		rollouts++
-		return manifest([]string{"1.0.0-1", "1.1.0-1"}[rollouts%2])
-	}
-	local := newRepo()
-	b.Run("local", func(b *testing.B) {
-		t := benchRollouts(b, local, releases, nil)
-		t.report(b, b.N, "rollout")
-	})
-	remote := newRepo()
-	testenv.Git(b, remote, "remote", "add", "origin", f.GitURL)
-	testenv.Git(b, remote, "config", "core.sshCommand", f.GitSSHCommand())
-	push := func() { testenv.Git(b, remote, "push", "-q", "origin", "HEAD:refs/heads/main") }
-	b.Run("git-over-ssh", func(b *testing.B) {
-		t := benchRollouts(b, remote, releases, push, "--git-known-hosts", f.KnownHosts, "--git-identity", f.Identity)
-		t.report(b, b.N, "rollout")
-	})
 }
 
 // rolloutTimes add up the rollouts of a benchmark.

@@ -105,14 +105,16 @@ func (src *source) useRemote(c *cli.Context, remote releases.Remote) error {
 		return err
 	}
 	src.branch = c.String("branch")
-	if src.branch == "" {
-		b, err := src.repo.DefaultBranch(c.Context)
-		if err != nil {
-			return err
-		}
-		src.branch = b
+	if src.branch != "" {
+		return src.fetch(c.Context)
 	}
-	return src.fetch(c.Context)
+	// The remote's default branch and the history come in one fetch.
+	b, err := src.repo.FetchDefault(c.Context, releases.DefaultHistoryBranch)
+	if err != nil {
+		return err
+	}
+	src.branch, src.fresh = b, releases.DefaultHistoryBranch
+	return nil
 }
 
 // fetch brings the manifest branch and the default history branch from
@@ -246,6 +248,7 @@ func (d *deployment) connector(c *cli.Context) (*transport.SSH, error) {
 		IdentityFiles:   s.IdentityFiles,
 		UseAgent:        s.Agent,
 		DialTimeout:     s.ConnectTimeout,
+		MaxHandshakes:   s.MaxHandshakes,
 	}
 	if v := c.StringSlice("known-hosts"); len(v) > 0 {
 		cfg.KnownHostsFiles = v

@@ -126,9 +126,9 @@ var runIDRe = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ-[0-9a-f]{4}`)
 
 // TestGitOpsOverSSHRemote is the CI story over a Git remote reached over
 // real OpenSSH (host key checked): a merged manifest change reaches the
-// fleet by sync alone, a second sync does nothing, the outcome is in
-// `git log` of the history branch, and a rollback is one command and one
-// commit.
+// fleet by sync alone, over one SSH connection to the remote for the whole
+// run; a second sync does nothing; the outcome is in `git log` of the
+// history branch, and a rollback is one command and one commit.
 func TestGitOpsOverSSHRemote(t *testing.T) {
 	s := newRemoteScene(t, "")
 	sshd := testenv.StartSSHD(t)
@@ -149,6 +149,9 @@ func TestGitOpsOverSSHRemote(t *testing.T) {
 	}
 	if rec := s.record(t, first); !strings.Contains(rec, "kind: sync") || !strings.Contains(rec, "outcome: succeeded") {
 		t.Errorf("record on the remote:\n%s", rec)
+	}
+	if n := strings.Count(sshd.Log(), "Accepted publickey"); n != 1 {
+		t.Errorf("the sync opened %d SSH connections to the remote, want 1 for the fetch and every push", n)
 	}
 	log := testenv.Git(t, s.bare, "log", "--format=%B", "lieutenant/runs")
 	for _, want := range []string{"production 2026.11.3: succeeded, 4/4 hosts done", "production: locked by run " + first, "production: unlocked by run " + first + " (succeeded)"} {

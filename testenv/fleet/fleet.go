@@ -53,6 +53,26 @@ type Options struct {
 	HelloWebVersion string
 	// Tag is the images' tag; "" means dev.
 	Tag string
+	// Check is HAProxy's health check timing; zero means FastChecks.
+	Check CheckTiming
+}
+
+// CheckTiming is HAProxy's health check timing: default-server inter,
+// fall and rise.
+type CheckTiming struct {
+	Inter      time.Duration
+	Fall, Rise int
+}
+
+var (
+	// FastChecks is what the tests use: a server is judged within 200ms.
+	FastChecks = CheckTiming{Inter: 200 * time.Millisecond, Fall: 2, Rise: 1}
+	// DefaultChecks is HAProxy's own default timing, what users run.
+	DefaultChecks = CheckTiming{Inter: 2 * time.Second, Fall: 3, Rise: 2}
+)
+
+func (c CheckTiming) String() string {
+	return fmt.Sprintf("inter %s fall %d rise %d", c.Inter, c.Fall, c.Rise)
 }
 
 // Host is one app host.
@@ -79,7 +99,8 @@ type Fleet struct {
 	LBAPI       string // HAProxy runtime API, 127.0.0.1:PORT
 	FrontendURL string // HAProxy frontend, http://127.0.0.1:PORT
 	StatsURL    string
-	Backend     string // HAProxy backend name
+	Backend     string      // HAProxy backend name
+	Check       CheckTiming // HAProxy's health check timing
 	compose     []string
 	env         []string
 }
@@ -131,6 +152,9 @@ func Up(ctx context.Context, o Options) (_ *Fleet, err error) {
 	if o.Tag == "" {
 		o.Tag = "dev"
 	}
+	if o.Check == (CheckTiming{}) {
+		o.Check = FastChecks
+	}
 	if o.Project == "" || o.Dir == "" {
 		return nil, errors.New("fleet up: Project and Dir are required")
 	}
@@ -146,7 +170,7 @@ func Up(ctx context.Context, o Options) (_ *Fleet, err error) {
 		return nil, fmt.Errorf("fleet up: %w", err)
 	}
 	f := &Fleet{
-		Project: o.Project, Dir: dir, User: "deploy", Backend: "web",
+		Project: o.Project, Dir: dir, User: "deploy", Backend: "web", Check: o.Check,
 		Identity:   filepath.Join(dir, "id_ed25519"),
 		KnownHosts: filepath.Join(dir, "known_hosts"),
 		compose:    append(compose, "-f", ComposeFile(), "-p", o.Project),
@@ -423,7 +447,7 @@ defaults
     retries 0
     option httpchk GET /health
     load-server-state-from-file global
-    default-server inter 200ms fall 2 rise 1
+    default-server inter {{.Check.Inter.Milliseconds}}ms fall {{.Check.Fall}} rise {{.Check.Rise}}
 
 frontend http-in
     bind :80
@@ -448,6 +472,41 @@ func (f *Fleet) writeHAProxyConfig() error {
 		return fmt.Errorf("fleet %s: haproxy.cfg: %w", f.Project, err)
 	}
 	return os.WriteFile(filepath.Join(f.Dir, "haproxy.cfg"), b.Bytes(), 0o644)
+}
+
+// SetCheckTiming changes HAProxy's health check timing: the configuration
+// is written again and HAProxy reloaded, keeping the servers' states. It
+// returns once every server is up again.
+func (f *Fleet) SetCheckTiming(ctx context.Context, c CheckTiming) error {
+	f.Check = c
+	if err := f.writeHAProxyConfig(); err != nil {
+		return err
+	}
+	if out, err := f.LB(ctx, "haproxy-reload"); err != nil {
+		return fmt.Errorf("fleet %s: reload HAProxy: %w: %s", f.Project, err, out)
+	}
+	// The old process finishes while the new one starts checking.
+	if err := sleep(ctx, time.Second+2*c.Inter); err != nil {
+		return err
+	}
+	return f.waitBalanced(ctx)
+}
+
+// SetGitDelay makes every conversation with the fleet's Git server (each
+// git-upload-pack and git-receive-pack it runs) d slower, as a distant or
+// busy hosted remote is; 0 takes the delay away.
+func (f *Fleet) SetGitDelay(ctx context.Context, d time.Duration) error {
+	script := "rm -f /usr/local/bin/git-upload-pack /usr/local/bin/git-receive-pack"
+	if d > 0 {
+		script = fmt.Sprintf(`for p in git-upload-pack git-receive-pack; do
+printf '#!/bin/sh\n# a slow remote, for benchmarks\nsleep %.3f\nexec /usr/bin/%%s "$@"\n' $p > /usr/local/bin/$p
+chmod 755 /usr/local/bin/$p
+done`, d.Seconds())
+	}
+	if out, err := exec.CommandContext(ctx, "docker", "exec", f.git.Container, "sh", "-c", script).CombinedOutput(); err != nil {
+		return fmt.Errorf("fleet %s: git delay: %w: %s", f.Project, err, out)
+	}
+	return nil
 }
 
 func (f *Fleet) findPorts(ctx context.Context) error {
@@ -577,7 +636,7 @@ steps:
   - balancer.drain: {timeout: 30s}
   - packages.install
   - service.restart: {name: hello-web, manager: service}
-  - http.check: {url: "http://{{ .Host.Address }}:8080/health", retries: 20, interval: 250ms}
+  - http.check: {url: "http://{{ .Host.Address }}:8080/health", retries: 100, interval: 50ms}
   - balancer.enable: {timeout: 30s}
 gate:
   checks:
