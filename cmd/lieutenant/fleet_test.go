@@ -251,7 +251,10 @@ func TestFleetReloadKeepsDrain(t *testing.T) {
 // manifest change is deployed by sync; the sync process is killed with
 // SIGKILL in the middle of its first batch; run refuses the dead run's lock
 // and says to resume; resume finishes it. No request fails through HAProxy
-// over the whole episode, and a second sync does nothing.
+// over the whole episode, and a second sync does nothing. Then the same at
+// more moments of a rollout (mid-install with real dnf, after the second
+// half's drains, at the gate, after the last host), each resumed from the
+// remote's URL, again with no failed request.
 func TestFleetGitOpsOverSSH(t *testing.T) {
 	s := newFleetScene(t, "1.0.0-1")
 	remote := []string{"--git-known-hosts", s.f.KnownHosts, "--git-identity", s.f.Identity}
@@ -340,4 +343,44 @@ func TestFleetGitOpsOverSSH(t *testing.T) {
 			t.Errorf("record lacks %q:\n%s", want, rec)
 		}
 	}
+
+	// More moments to die at, with real dnf and restarts.
+	load = testenv.StartLoad(t, s.f.FrontendURL+"/", fleetRate)
+	version := "1.1.0-1"
+	for _, p := range []killPoint{
+		{name: "mid-install", line: `balancer\.drain\s+ok`, after: 300 * time.Millisecond},
+		{name: "after batch 2's drains", line: `balancer\.drain\s+ok`, nth: 4},
+		{name: "at the gate's check", line: `gate after batch 1: check`},
+		{name: "all hosts done, before the end", line: `done in`, nth: 4},
+	} {
+		version = map[string]string{"1.0.0-1": "1.1.0-1", "1.1.0-1": "1.0.0-1"}[version]
+		s.release(t, version)
+		push()
+		if _, err := readRemote("fetch", "-q", s.f.GitURL, "+lieutenant/runs:refs/remotes/fleet/runs"); err != nil {
+			t.Fatal(err)
+		}
+		before := testenv.RunIDs(s.repo, "fleet/runs", "production")
+		out := killRun(t, append(append([]string{"--repo", s.f.GitURL}, remote...), "sync", "--env", "production", "--yes"), p, "")
+		if _, err := readRemote("fetch", "-q", s.f.GitURL, "+lieutenant/runs:refs/remotes/fleet/runs"); err != nil {
+			t.Fatal(err)
+		}
+		id := newRun(before, testenv.RunIDs(s.repo, "fleet/runs", "production"))
+		stdout, stderr, code := lieutenant(t, s.f.GitURL, append(remote, "resume", "--yes", id)...)
+		if code != exitOK {
+			t.Fatalf("%s: resume %s: exit %d\nkilled run:\n%s\nresume:\n%s%s", p.name, id, code, out, stderr, stdout)
+		}
+		var want []string
+		for i := 1; i <= 4; i++ {
+			want = append(want, fmt.Sprintf("web-%d=%s.x86_64", i, version))
+		}
+		if got := s.installed(t); got != strings.Join(want, " ") {
+			t.Errorf("%s: rpm -q: %s, want %s", p.name, got, strings.Join(want, " "))
+		}
+		if got, want := s.statuses(t), "web1=UP web2=UP web3=UP web4=UP"; got != want {
+			t.Errorf("%s: HAProxy: %s, want %s", p.name, got, want)
+		}
+	}
+	res = load.Stop()
+	t.Logf("load over the kills and resumes: %s", res)
+	checkFleetLoad(t, res)
 }

@@ -209,6 +209,8 @@ func progressPrinter(w io.Writer, batches int) func(playbook.Event) {
 				line = fmt.Sprintf("%s %s %s", e.Message, e.Step, status)
 			}
 			fmt.Fprintf(w, "%s gate after batch %d: %s\n", ts, e.Batch, line)
+		case playbook.EventRecordFailed:
+			fmt.Fprintf(w, "%s record: the hosts' progress was not written (tried again with the next write): %s\n", ts, firstLine(e.Err.Error()))
 		case playbook.EventRunFinished:
 			if e.Err != nil {
 				fmt.Fprintf(w, "%s run %s, but the record was not saved: %v\n", ts, e.Message, e.Err)
