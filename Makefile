@@ -65,9 +65,14 @@ fleet-down:
 		docker network ls -q --filter label=com.docker.compose.project=$$p | xargs -r docker network rm >/dev/null; \
 	done
 
-## bench: planning, a rollout over SSH hosts, history commits.
+## bench: every benchmark (see the README's Performance section): the small
+## ones for Go's default time, the rollouts (the docker fleet against the
+## floor script, 1,000 simulated hosts, HAProxy's enables) 4 times each.
+ROLLOUTS := BenchmarkFleetVsFloor|BenchmarkRollout1000|BenchmarkHAProxyEnable
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	testenv/fleet/build-images --if-docker
+	$(GO) test -run '^$$' -bench . -skip '$(ROLLOUTS)' -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench '$(ROLLOUTS)' -benchtime 4x -timeout 60m ./lb/ ./cmd/lieutenant/
 
 ## example: the README's example deploy repository as a Git repository in
 ## bin/example-deploy, validated and planned (offline: it has no real hosts).

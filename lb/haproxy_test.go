@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"syscall"
 	"testing"
@@ -320,6 +321,77 @@ func TestHAProxyEnableWaitsForOneFreshCheckUnlessVerified(t *testing.T) {
 			}
 			if got := hp.Statuses(t); !strings.HasPrefix(got, want+" ") {
 				t.Errorf("after enable: %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// BenchmarkHAProxyEnable measures ways to put a drained server back, on
+// real HAProxy at its default check timing (inter 2s fall 3 rise 2); one op
+// is one enable of a healthy server out of maintenance:
+//
+//   - verified: lieutenant's own check passed just before, ready at once
+//     (lb.EnableOptions.Verified, what a playbook with a check step gets);
+//   - fresh-check: health forced down, one check made after it must pass
+//     (what Enable does otherwise);
+//   - rise-checks: health forced down, ready, wait for rise checks (what
+//     lieutenant did before; shown for comparison);
+//   - ready-unsafe: ready, wait for UP, which HAProxy 2.6 shows at once
+//     before any check (the floor script's way: a broken server takes
+//     traffic until its next check).
+func BenchmarkHAProxyEnable(b *testing.B) {
+	b1, b2 := testenv.StartHTTPBackend(b, "web1"), testenv.StartHTTPBackend(b, "web2")
+	hp := testenv.StartHAProxy(b, []string{b1.Addr, b2.Addr}, testenv.HAProxyCheck(2*time.Second, 3, 2))
+	bal, err := lb.NewHAProxy(hp.APIAddr, hp.Backend, lb.HAProxyPollInterval(10*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	raw := func(cmd string) {
+		if _, err := hp.RunCommand(ctx, cmd); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitUp := func() {
+		for !strings.HasPrefix(hp.Statuses(b), "web1=UP") {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		enable func()
+	}{
+		{"verified", func() {
+			if err := bal.Enable(ctx, "web1", lb.EnableOptions{Verified: true}); err != nil {
+				b.Fatal(err)
+			}
+		}},
+		{"fresh-check", func() {
+			if err := bal.Enable(ctx, "web1", lb.EnableOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}},
+		{"rise-checks", func() {
+			raw("set server web/web1 state drain")
+			raw("set server web/web1 health down")
+			raw("set server web/web1 state ready")
+			waitUp()
+		}},
+		{"ready-unsafe", func() {
+			raw("set server web/web1 state ready")
+			waitUp()
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				if err := bal.Drain(ctx, "web1", lb.DrainOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				// A random moment in HAProxy's check cycle, as in a rollout.
+				time.Sleep(time.Duration(rand.N(2000)) * time.Millisecond)
+				b.StartTimer()
+				c.enable()
 			}
 		})
 	}
