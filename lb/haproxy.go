@@ -648,15 +648,15 @@ func (h *HAProxy) exactStates(ctx context.Context) ([]stateRow, error) {
 	return states, nil
 }
 
-// row reads one server's `show stat` row alone. A server the cached ids
-// do not find (HAProxy reloaded with another configuration) is looked up
-// again once.
+// row reads one server's `show stat` row alone. Ids the cache does not
+// have, or that answer for another server (HAProxy reloaded with another
+// configuration), are read again, once.
 func (h *HAProxy) row(ctx context.Context, server string) (statRow, error) {
-	for attempt := 0; ; attempt++ {
+	for fresh := false; ; fresh = true {
 		h.idMu.Lock()
 		id, ok := h.ids[server]
 		h.idMu.Unlock()
-		if !ok && attempt == 0 {
+		if !ok && !fresh {
 			if _, err := h.exactStates(ctx); err != nil {
 				return statRow{}, err
 			}
@@ -682,11 +682,11 @@ func (h *HAProxy) row(ctx context.Context, server string) (statRow, error) {
 				return r, nil
 			}
 		}
-		h.idMu.Lock()
-		h.ids = nil
-		h.idMu.Unlock()
-		if attempt > 0 {
-			return statRow{}, fmt.Errorf("backend %s lists no server %s: %w", h.backend, server, ErrUnknownServer)
+		if fresh {
+			return statRow{}, fmt.Errorf("backend %s: show stat of server id %d answers for no server %s: %w", h.backend, id.server, server, ErrUnknownServer)
+		}
+		if _, err := h.exactStates(ctx); err != nil {
+			return statRow{}, err
 		}
 	}
 }

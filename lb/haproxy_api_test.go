@@ -29,6 +29,9 @@ type scriptedAPI struct {
 	mu       sync.Mutex
 	admin    string   // "ready", "drain" or "maint"
 	commands []string // every "set server" line, in order
+	// id is web1's server id (1); a reload with another configuration
+	// gives it another, and id 1 to a server web0.
+	id int
 }
 
 func startScriptedAPI(t *testing.T, answer func(line string) (apply, hold bool, reply string)) *scriptedAPI {
@@ -36,7 +39,7 @@ func startScriptedAPI(t *testing.T, answer func(line string) (apply, hold bool, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &scriptedAPI{addr: "ipv4@" + l.Addr().String(), answer: answer, admin: "ready"}
+	a := &scriptedAPI{addr: "ipv4@" + l.Addr().String(), answer: answer, admin: "ready", id: 1}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	wg.Go(func() {
@@ -60,16 +63,22 @@ func (a *scriptedAPI) serve(conn net.Conn) {
 	}
 	line = strings.TrimSpace(line)
 	a.mu.Lock()
+	status := map[string]string{"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}[a.admin]
+	web1 := fmt.Sprintf("show stat 3 4 %d", a.id)
 	switch {
-	case line == "show stat -1 6 -1", line == "show stat 3 4 1":
-		status := map[string]string{"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}[a.admin]
+	case line == "show stat -1 6 -1", line == web1:
 		a.mu.Unlock()
 		fmt.Fprintf(conn, "# pxname,svname,qcur,scur,status,check_status,check_desc\nweb,web1,0,0,%s,L7OK,\nweb,BACKEND,0,0,UP,,\n\n", status)
 		return
+	case line == "show stat 3 4 1":
+		a.mu.Unlock()
+		fmt.Fprint(conn, "# pxname,svname,qcur,scur,status,check_status,check_desc\nweb,web0,0,0,UP,L7OK,\n\n")
+		return
 	case line == "show servers state web":
 		bits := map[string]int{"ready": 0, "drain": 8, "maint": 1}[a.admin]
+		id := a.id
 		a.mu.Unlock()
-		fmt.Fprintf(conn, "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state\n3 web 1 web1 127.0.0.1 2 %d 1 1 0 6 3 4 6\n\n", bits)
+		fmt.Fprintf(conn, "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state\n3 web %d web1 127.0.0.1 2 %d 1 1 0 6 3 4 6\n\n", id, bits)
 		return
 	case strings.HasPrefix(line, "set server web/web1 state "):
 		a.commands = append(a.commands, line)
@@ -149,5 +158,27 @@ func TestHAProxyDrainRefused(t *testing.T) {
 	}
 	if admin, cmds := api.state(); admin != "ready" || len(cmds) != 1 {
 		t.Errorf("server %s after commands %q; want ready after the one refused command", admin, cmds)
+	}
+}
+
+// HAProxy reloaded with another configuration gives web1 another id: the
+// adapter reads the ids again and drains the right server.
+func TestHAProxyIDsChangeAfterAReload(t *testing.T) {
+	api := startScriptedAPI(t, func(string) (bool, bool, string) { return true, false, "" })
+	bal, err := lb.NewHAProxy(api.addr, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bal.Drain(t.Context(), "web1", lb.DrainOptions{Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	api.mu.Lock()
+	api.id, api.admin = 2, "ready"
+	api.mu.Unlock()
+	if err := bal.Drain(t.Context(), "web1", lb.DrainOptions{Timeout: time.Second}); err != nil {
+		t.Fatalf("drain after the reload: %v", err)
+	}
+	if admin, _ := api.state(); admin != "maint" {
+		t.Errorf("web1 %s after the drain, want maint", admin)
 	}
 }

@@ -164,7 +164,7 @@ func (j *journal) progress(ctx context.Context) {
 	j.failed = err
 	if errors.Is(err, ErrSuperseded) {
 		st.superseded = true
-		st.stopLocked(record.OutcomeFailed, err.Error())
+		st.stopLocked(record.OutcomeFailed, oneLine(err.Error()))
 	}
 	st.mu.Unlock()
 	if j.onFail != nil {

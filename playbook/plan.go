@@ -16,7 +16,10 @@ type Plan struct {
 	Batches     []Batch
 	// UpToDate hosts already have every package at the wanted version and
 	// are not touched.
-	UpToDate  []HostPlan
+	UpToDate []HostPlan
+	// Finished hosts (a resumed run's) are those the record shows done by
+	// the process before: not run again, but their end state is recorded.
+	Finished  []HostPlan
 	Preflight []Step
 	Steps     []Step
 	Gate      Gate

@@ -37,6 +37,8 @@ func ResumePlan(dep *Deployment, obs *Observed, rec *record.Run) (*Plan, error) 
 			inBatch[name] = true
 			if h, _ := rec.Host(name); !h.Finished() {
 				batch.Hosts = append(batch.Hosts, hp)
+			} else {
+				plan.Finished = append(plan.Finished, hp)
 			}
 		}
 		plan.Batches = append(plan.Batches, batch)

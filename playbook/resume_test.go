@@ -286,6 +286,13 @@ func TestResumeAfterSecondHalfDrained(t *testing.T) {
 	if got := s.stepsRun(); strings.Contains(got, "web-1") || strings.Contains(got, "web-2") || !strings.Contains(got, "web-3:balancer.enable") {
 		t.Errorf("steps of the resume: %s, want batch 2's only", got)
 	}
+	// The end state of every host is recorded, the ones the first process
+	// finished too.
+	for _, h := range rec.Hosts {
+		if h.Balancer != "ready/up" {
+			t.Errorf("%s: balancer %q in the record, want ready/up", h.Name, h.Balancer)
+		}
+	}
 }
 
 // A resume refused before changing anything more (a preflight check fails

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -188,7 +189,7 @@ func (r *Runner) Run(ctx context.Context, env *Environment, plan *Plan, rec *rec
 	if st.failures > 0 && shouldStop(st.failures, plan.Strategy.MaxFailures) {
 		st.stopped, st.outcome = fmt.Sprintf("%d hosts failed before the run was resumed", st.failures), record.OutcomeFailed
 	}
-	for _, hp := range append(plan.Hosts(), plan.UpToDate...) {
+	for _, hp := range slices.Concat(plan.Hosts(), plan.UpToDate, plan.Finished) {
 		st.servers[hp.Host.Name] = hp.Host.BalancerServer
 	}
 	if r.Balancer != nil {
@@ -467,7 +468,7 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 // the environment now, the balancer is left alone from here on.
 func (st *runState) recordLost(ctx context.Context, err error) {
 	st.update(false, func(*record.Run) { st.superseded = st.superseded || errors.Is(err, ErrSuperseded) })
-	st.stop(interruptedOr(ctx, record.OutcomeFailed), err.Error())
+	st.stop(interruptedOr(ctx, record.OutcomeFailed), oneLine(err.Error()))
 }
 
 // commit writes the record now; once ctx is cancelled the write is made on

@@ -321,7 +321,7 @@ func (s *enableStep) Describe() string {
 	if s.waitForCheck {
 		return fmt.Sprintf("enable in the balancer once its own health check passes (within %s)", s.opts.Timeout)
 	}
-	return fmt.Sprintf("enable in the balancer (at once after a passing check step, else once its health check passes, within %s)", s.opts.Timeout)
+	return fmt.Sprintf("enable in the balancer within %s (at once after a passing check step)", s.opts.Timeout)
 }
 func (s *enableStep) run(ctx context.Context, env *stepEnv) (string, error) {
 	opts := s.opts

@@ -67,6 +67,17 @@
 //     environment was recorded since the hosts were inspected; its last
 //     record and the unlock are one commit too.
 //
+//   - Over SSH and a path, lieutenant speaks Git's protocol itself (wire.go):
+//     one SSH connection serves every conversation of a Repo's life, a push
+//     sends the objects its commits add to the remote's tip, and a fetch
+//     stores a whole (not thin) pack. HTTPS goes through go-git.
+//
+//   - A process killed mid-write leaves no file that stops the next one: ref
+//     locks are created with their content in one step, and ref locks older
+//     than a few seconds and empty remote-tracking refs are cleared when a
+//     repository is opened (lieutenant processes decide this under one
+//     flock per repository).
+//
 //   - Secrets never reach the repository: a token is only ever in memory,
 //     and a URL with a password is refused.
 package releases

@@ -59,12 +59,20 @@ func (r *Repo) casRef(ctx context.Context, name plumbing.ReferenceName, newHash,
 	}
 	refPath := filepath.Join(r.commonDir(), filepath.FromSlash(name.String()))
 	lockPath := refPath + ".lock"
-	if err := r.acquireRefLock(ctx, lockPath, newHash.String()+"\n"); err != nil {
+	ours, err := r.acquireRefLock(ctx, lockPath, newHash.String()+"\n")
+	if err != nil {
 		return err
+	}
+	// Another process could only have taken the lock away by judging it
+	// stale, which it is not while this one holds it; each step checks it
+	// still is this one's lock all the same, and never removes another's.
+	mine := func() bool {
+		fi, err := os.Stat(lockPath)
+		return err == nil && os.SameFile(fi, ours)
 	}
 	renamed := false
 	defer func() {
-		if !renamed {
+		if !renamed && mine() {
 			_ = os.Remove(lockPath)
 		}
 	}()
@@ -76,6 +84,9 @@ func (r *Repo) casRef(ctx context.Context, name plumbing.ReferenceName, newHash,
 	}
 	if cur != oldHash {
 		return fmt.Errorf("%w: %s is at %s, not %s", ErrBranchMoved, name, describeHash(cur), describeHash(oldHash))
+	}
+	if !mine() {
+		return fmt.Errorf("%w: the lock of %s was taken by another process", ErrBranchMoved, name)
 	}
 	if err := os.Rename(lockPath, refPath); err != nil {
 		return fmt.Errorf("update %s: %w", name, err)
@@ -93,15 +104,15 @@ func describeHash(h plumbing.Hash) string {
 
 // acquireRefLock creates lockPath holding content, exclusively, waiting
 // with backoff while another writer holds it, and breaking it once it is
-// older than staleLockAge.
-func (r *Repo) acquireRefLock(ctx context.Context, lockPath, content string) error {
+// older than staleLockAge. It returns the lock file's identity.
+func (r *Repo) acquireRefLock(ctx context.Context, lockPath, content string) (os.FileInfo, error) {
 	gitDir := r.commonDir()
 	if err := os.MkdirAll(filepath.Dir(lockPath), 0o777); err != nil {
-		return fmt.Errorf("lock %s: %w", lockPath, err)
+		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 	}
 	tmp, err := os.CreateTemp(gitDir, tempPrefix+"*")
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", lockPath, err)
+		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.WriteString(content)
@@ -109,31 +120,38 @@ func (r *Repo) acquireRefLock(ctx context.Context, lockPath, content string) err
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", lockPath, err)
+		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 	}
 	deadline := time.Now().Add(staleLockAge + time.Second)
 	backoff := time.Millisecond
 	for {
+		// A link keeps the file's time: it must say when the lock was
+		// taken, not when the file was written, or the lock would look
+		// stale to others from the start.
+		now := time.Now()
+		if err := os.Chtimes(tmp.Name(), now, now); err != nil {
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+		}
 		err := os.Link(tmp.Name(), lockPath)
 		if err == nil {
-			return nil
+			return os.Stat(tmp.Name())
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("lock %s: %w", lockPath, err)
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 		}
 		broke, err := r.breakStaleLock(lockPath)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if broke {
 			continue
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lock %s in the git directory of %s: held for over %s by a process that is alive: another process is updating the branch (remove the file if no git or lieutenant process is running)",
+			return nil, fmt.Errorf("lock %s in the git directory of %s: held for over %s by a process that is alive: another process is updating the branch (remove the file if no git or lieutenant process is running)",
 				lockPath, r.path, staleLockAge)
 		}
 		if err := sleep(ctx, backoff+rand.N(backoff)); err != nil {
-			return fmt.Errorf("lock %s: %w", lockPath, err)
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 	}

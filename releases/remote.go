@@ -191,7 +191,7 @@ func (r *Repo) FetchDefault(ctx context.Context, branches ...string) (string, er
 		defer cancel()
 		var err error
 		if def, err = r.fetchWire(ctx, true, branches...); err != nil {
-			return r.remote.fail("list", "", err)
+			return r.remote.fail("fetch", strings.Join(append([]string{"the default branch"}, branches...), ", "), err)
 		}
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,7 +287,7 @@ func TestRemoteOverHTTPWithToken(t *testing.T) {
 	testenv.Git(t, bare, "config", "http.receivepack", "true")
 	backend := &cgi.Handler{Path: bins["git"], Args: []string{"http-backend"},
 		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1"}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, tok, ok := r.BasicAuth(); !ok || tok != "s3cret" {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "token required", http.StatusUnauthorized)
@@ -293,6 +295,13 @@ func TestRemoteOverHTTPWithToken(t *testing.T) {
 		}
 		backend.ServeHTTP(w, r)
 	}))
+	var conns atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
 	defer srv.Close()
 	url := srv.URL + "/" + filepath.Base(bare)
 	ctx := context.Background()
@@ -316,11 +325,18 @@ func TestRemoteOverHTTPWithToken(t *testing.T) {
 	if err := h.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.Put(ctx, "runs/production/a.yaml", []byte("a\n"), "a"); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"a", "b", "c"} {
+		if _, err := h.Put(ctx, "runs/production/"+f+".yaml", []byte(f+"\n"), f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got := testenv.Git(t, bare, "show", "lieutenant/runs:runs/production/a.yaml"); got != "a" {
 		t.Errorf("remote has %q", got)
+	}
+	// One fetch and three pushes, each several requests: HTTP keep-alive
+	// carries them all on one connection.
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections to the HTTP remote for a fetch and three pushes, want 1", n)
 	}
 	err := open("wrong").Refresh(ctx)
 	if err == nil || !strings.Contains(err.Error(), url) || strings.Contains(err.Error(), "wrong") {
@@ -512,4 +528,28 @@ func TestKilledWriterLeavesNothingThatBlocks(t *testing.T) {
 		t.Errorf("the stale lock is still there: %v", err)
 	}
 	fsck(t, dir)
+}
+
+// A remote with nothing to read fails at once with one line that says why,
+// not after the fetch's timeout: an empty repository, one whose HEAD names
+// a branch it lacks, a path that is no repository.
+func TestRemoteWithNothingToReadFailsAtOnce(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.git")
+	testenv.Git(t, "", "init", "-q", "--bare", empty)
+	headless := testenv.NewBareGitRepo(t, deployFiles)
+	testenv.Git(t, headless, "symbolic-ref", "HEAD", "refs/heads/gone")
+	for _, tc := range []struct{ url, want string }{
+		{empty, "the remote repository is empty"},
+		{headless, "its HEAD names no branch: name the manifest branch with --branch"},
+		{t.TempDir(), "does not appear to be a git repository"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r := cloneOf(t, tc.url)
+		start := time.Now()
+		_, err := r.FetchDefault(ctx, releases.DefaultHistoryBranch)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") || time.Since(start) > 5*time.Second {
+			t.Errorf("%s: FetchDefault = %v after %s; want one line saying %q, at once", tc.url, err, time.Since(start).Round(time.Millisecond), tc.want)
+		}
+	}
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,17 +53,31 @@ type conversation struct {
 	end  func()
 }
 
-// finish waits for the service and returns its failure with what it said
-// on stderr.
+// finish waits for the service's end, after lieutenant said all it had to
+// say, and returns its failure with what it said on stderr.
 func (c *conversation) finish() error {
 	defer c.end()
 	if err := c.wait(); err != nil {
-		if msg := c.stderr.String(); msg != "" {
-			return fmt.Errorf("%w: %s", err, msg)
-		}
-		return err
+		return c.said(err)
 	}
 	return nil
+}
+
+// abort ends a conversation that went wrong on this side: the service may
+// be waiting for input, so it is stopped rather than waited for. It
+// returns err, with what the service said on stderr.
+func (c *conversation) abort(err error) error {
+	c.in.Close()
+	c.end()
+	return c.said(err)
+}
+
+// said adds what the service said on stderr to err, on the same line.
+func (c *conversation) said(err error) error {
+	if msg := c.stderr.String(); msg != "" {
+		return fmt.Errorf("%w (the remote said: %s)", err, msg)
+	}
+	return err
 }
 
 // tailBuffer keeps the last 4 KiB written to it, as one line.
@@ -145,13 +161,26 @@ func (w *sshWire) session(ctx context.Context) (*ssh.Session, error) {
 				return nil, err
 			}
 		}
-		sess, err := w.client.NewSession()
-		if err == nil || attempt > 0 {
+		sess, err := newSession(ctx, w.client)
+		if err == nil || attempt > 0 || ctx.Err() != nil {
 			return sess, err
 		}
 		// A connection the server closed since: dial again, once.
 		w.drop()
 	}
+}
+
+// newSession opens a session, giving up (and closing the connection, which
+// then is dialled again) when ctx ends first: on a connection that died
+// without a word, opening one waits for TCP to notice.
+func newSession(ctx context.Context, cl *ssh.Client) (*ssh.Session, error) {
+	stop := context.AfterFunc(ctx, func() { cl.Close() })
+	defer stop()
+	sess, err := cl.NewSession()
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return sess, err
 }
 
 func (w *sshWire) dial(ctx context.Context) error {
@@ -201,11 +230,23 @@ func (w *sshWire) close() {
 }
 
 // localWire runs the services on this machine, as git does for a path or
-// file:// remote.
+// file:// remote: `git upload-pack PATH`, without the variables that would
+// point it at another repository (git clears the same for local remotes).
 type localWire struct{ path string }
 
+// repoEnv are the variables that locate a repository, which a service run
+// for the remote must not inherit (git's local_repo_env).
+var repoEnv = []string{"GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+	"GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE", "GIT_INDEX_FILE",
+	"GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR", "GIT_NAMESPACE"}
+
 func (w localWire) converse(ctx context.Context, service string) (*conversation, error) {
-	cmd := exec.CommandContext(ctx, service, w.path)
+	cmd := exec.CommandContext(ctx, "git", strings.TrimPrefix(service, "git-"), w.path)
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); !slices.Contains(repoEnv, name) {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -279,12 +320,15 @@ func (r *Repo) fetchWire(ctx context.Context, head bool, branches ...string) (st
 	defer c.end()
 	ar, err := advertised(c)
 	if err != nil {
-		return "", errors.Join(err, c.finish())
+		return "", c.abort(err)
 	}
 	var def string
 	if head {
-		if def = headBranch(ar); def == "" {
-			return "", errors.Join(errors.New("its HEAD names no branch"), c.finish())
+		switch def = headBranch(ar); {
+		case def == "" && ar.IsEmpty():
+			return "", c.abort(errors.New("the remote repository is empty: push the deploy repository's branch to it first"))
+		case def == "":
+			return "", c.abort(errors.New("its HEAD names no branch: name the manifest branch with --branch"))
 		}
 		branches = append([]string{def}, branches...)
 	}
@@ -300,11 +344,11 @@ func (r *Repo) fetchWire(ctx context.Context, head bool, branches ...string) (st
 	if len(wants) == 0 {
 		// Nothing to bring: a flush ends the conversation.
 		if _, err := c.in.Write(pktline.FlushPkt); err != nil {
-			return "", errors.Join(err, c.finish())
+			return "", c.abort(err)
 		}
 		c.in.Close()
 	} else if err := r.receivePack(c, ar, wants); err != nil {
-		return "", errors.Join(err, c.finish())
+		return "", c.abort(err)
 	}
 	if err := c.finish(); err != nil {
 		return "", err
@@ -408,7 +452,7 @@ func (r *Repo) pushWire(ctx context.Context, branch string, commit, old plumbing
 	defer c.end()
 	ar, err := advertised(c)
 	if err != nil {
-		return errors.Join(err, c.finish())
+		return c.abort(err)
 	}
 	if now := branchHash(ar, branch); now != old {
 		_, _ = c.in.Write(pktline.FlushPkt)
@@ -418,7 +462,7 @@ func (r *Repo) pushWire(ctx context.Context, branch string, commit, old plumbing
 	}
 	hashes, err := r.objectsAdded(commit, old)
 	if err != nil {
-		return errors.Join(err, c.finish())
+		return c.abort(err)
 	}
 	req := packp.NewReferenceUpdateRequestFromCapabilities(ar.Capabilities)
 	req.Commands = []*packp.Command{{Name: plumbing.NewBranchReferenceName(branch), Old: old, New: commit}}
@@ -432,19 +476,15 @@ func (r *Repo) pushWire(ctx context.Context, branch string, commit, old plumbing
 	pr.Close()
 	c.in.Close()
 	if err != nil {
-		return errors.Join(fmt.Errorf("send the update: %w", err), c.finish())
+		return c.abort(fmt.Errorf("send the update: %w", err))
 	}
 	if req.Capabilities.Supports(capability.ReportStatus) {
 		report := packp.NewReportStatus()
 		if err := report.Decode(c.out); err != nil {
-			return errors.Join(fmt.Errorf("read the remote's report: %w", err), c.finish())
+			return c.abort(fmt.Errorf("read the remote's report: %w", err))
 		}
 		if err := report.Error(); err != nil {
-			if msg := c.stderr.String(); msg != "" {
-				err = fmt.Errorf("%w (the server said: %s)", err, msg)
-			}
-			_ = c.finish()
-			return err
+			return c.abort(err)
 		}
 	}
 	return c.finish()
@@ -526,15 +566,21 @@ func (r *Repo) treesAdded(tree, base plumbing.Hash, add func(plumbing.Hash) bool
 	return nil
 }
 
-// writeRef points name at h, replacing what it held, through git's ref
-// lock so that no reader ever sees it half written. Called with r.mu held.
+// writeRef points name at h, whatever it held (the last writer wins, as in
+// git fetch), through git's ref lock so that no reader ever sees it half
+// written. Called with r.mu held.
 func (r *Repo) writeRef(ctx context.Context, name plumbing.ReferenceName, h plumbing.Hash) error {
-	cur, err := r.readRef(name)
-	if err == nil && cur == h {
-		return nil
+	for attempt := 0; ; attempt++ {
+		cur, err := r.readRef(name)
+		if err != nil || cur == h {
+			return err
+		}
+		err = r.casRef(ctx, name, h, cur)
+		if err == nil || !errors.Is(err, ErrBranchMoved) || attempt == 5 {
+			if err != nil {
+				return fmt.Errorf("update %s: %w", name, err)
+			}
+			return nil
+		}
 	}
-	if err := r.casRef(ctx, name, h, cur); err != nil {
-		return fmt.Errorf("update %s: %w", name, err)
-	}
-	return nil
 }

@@ -18,7 +18,8 @@
 //   - One connection per host: a Connector dials a host once, however many
 //     Runners, commands and concurrent Connect calls there are, and dials
 //     again only after that connection was lost. Each command is one SSH
-//     session on it.
+//     session on it. At most MaxHandshakes connections (64 by default) are
+//     being opened at once, whatever the number of hosts.
 //   - Nothing waits without a bound: the TCP dial has DialTimeout, the SSH
 //     handshake HandshakeTimeout, and every command its ctx. When ctx ends,
 //     Run returns at once with an error wrapping ctx.Err(), and the

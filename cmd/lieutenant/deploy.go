@@ -39,12 +39,16 @@ type source struct {
 	// branch, "" when none was.
 	fresh   string
 	cleanup func()
+	// early is the inspection made while the branch was fetched (run
+	// only), nil when none was.
+	early *earlyInspection
 }
 
 // openSource opens --repo and, with a remote, fetches the manifest branch.
 // With headFirst, a local repository is used without its remote unless
-// --remote or --branch asks for it.
-func openSource(c *cli.Context, headFirst bool) (*source, error) {
+// --remote or --branch asks for it. With inspect, a clone's hosts are
+// inspected while the branch is fetched (see earlyInspection).
+func openSource(c *cli.Context, headFirst, inspect bool) (*source, error) {
 	arg := c.String("repo")
 	src := &source{cleanup: func() {}}
 	var remote releases.Remote
@@ -78,14 +82,14 @@ func openSource(c *cli.Context, headFirst bool) (*source, error) {
 		src.branch = c.String("branch")
 		return src, nil
 	}
-	if err := src.useRemote(c, remote); err != nil {
+	if err := src.useRemote(c, remote, inspect && !releases.IsRemoteURL(arg)); err != nil {
 		src.Close()
 		return nil, err
 	}
 	return src, nil
 }
 
-func (src *source) useRemote(c *cli.Context, remote releases.Remote) error {
+func (src *source) useRemote(c *cli.Context, remote releases.Remote, inspect bool) error {
 	remote.Auth = releases.RemoteAuth{Token: os.Getenv("LIEUTENANT_GIT_TOKEN"), TokenUser: os.Getenv("LIEUTENANT_GIT_USER")}
 	var gitSSH *transport.SSH
 	remote.Auth.SSH = func(user, hostport string) (*ssh.ClientConfig, func(), error) {
@@ -105,6 +109,9 @@ func (src *source) useRemote(c *cli.Context, remote releases.Remote) error {
 		return err
 	}
 	src.branch = c.String("branch")
+	if inspect {
+		src.early = src.inspectEarly(c)
+	}
 	if src.branch != "" {
 		return src.fetch(c.Context)
 	}
@@ -165,6 +172,7 @@ func (src *source) recordAt(branch, path string) string {
 }
 
 func (src *source) Close() error {
+	src.early.close()
 	err := src.repo.Close()
 	src.cleanup()
 	return err
@@ -198,12 +206,12 @@ func (d *deployment) records(ctx context.Context) (*releases.History, []*record.
 }
 
 func openRepo(c *cli.Context) (*source, *releases.Snapshot, error) {
-	return openRepoAt(c, false)
+	return openRepoAt(c, false, false)
 }
 
-// openRepoAt is openRepo; headFirst as for openSource.
-func openRepoAt(c *cli.Context, headFirst bool) (*source, *releases.Snapshot, error) {
-	src, err := openSource(c, headFirst)
+// openRepoAt is openRepo; headFirst and inspect as for openSource.
+func openRepoAt(c *cli.Context, headFirst, inspect bool) (*source, *releases.Snapshot, error) {
+	src, err := openSource(c, headFirst, inspect)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -216,8 +224,10 @@ func openRepoAt(c *cli.Context, headFirst bool) (*source, *releases.Snapshot, er
 	return src, snap, nil
 }
 
-func openDeployment(c *cli.Context) (*deployment, error) {
-	src, snap, err := openRepo(c)
+// openDeployment opens the environment --env names; with inspect, its
+// hosts are inspected while the branch is fetched.
+func openDeployment(c *cli.Context, inspect bool) (*deployment, error) {
+	src, snap, err := openRepoAt(c, false, inspect)
 	if err != nil {
 		return nil, err
 	}

@@ -41,31 +41,33 @@ import (
 func BenchmarkFleetVsFloor(b *testing.B) {
 	bin := buildLieutenant(b)
 	for _, apps := range []int{4, 8} {
-		f := testenv.StartDockerFleet(b, fleet.Options{Apps: apps, Check: fleet.DefaultChecks})
-		bench := &fleetBench{f: f, bin: bin}
-		bench.repo = testenv.NewGitRepo(b, map[string]string{
-			"lieutenant.yaml":           "environments:\n" + f.Environment("production"),
-			"releases/production.yaml":  manifest("1.0.0-1"),
-			"inventory/production.yaml": f.Inventory(),
-			"playbooks/web.yaml":        f.Playbook(),
-		})
-		for _, c := range []struct {
-			name   string
-			check  fleet.CheckTiming
-			remote time.Duration
-		}{
-			{"default-checks", fleet.DefaultChecks, 0},
-			{"fast-checks", fleet.FastChecks, 0},
-			{"remote-0.4s", fleet.DefaultChecks, 400 * time.Millisecond},
-		} {
-			b.Run(fmt.Sprintf("hosts=%d/%s", apps, c.name), func(b *testing.B) {
-				if err := f.SetCheckTiming(b.Context(), c.check); err != nil {
-					b.Fatal(err)
-				}
-				bench.useRemote(b, c.remote)
-				bench.run(b)
+		b.Run(fmt.Sprintf("hosts=%d", apps), func(b *testing.B) {
+			f := testenv.StartDockerFleet(b, fleet.Options{Apps: apps, Check: fleet.DefaultChecks})
+			bench := &fleetBench{f: f, bin: bin}
+			bench.repo = testenv.NewGitRepo(b, map[string]string{
+				"lieutenant.yaml":           "environments:\n" + f.Environment("production"),
+				"releases/production.yaml":  manifest("1.0.0-1"),
+				"inventory/production.yaml": f.Inventory(),
+				"playbooks/web.yaml":        f.Playbook(),
 			})
-		}
+			for _, c := range []struct {
+				name   string
+				check  fleet.CheckTiming
+				remote time.Duration
+			}{
+				{"default-checks", fleet.DefaultChecks, 0},
+				{"fast-checks", fleet.FastChecks, 0},
+				{"remote-0.4s", fleet.DefaultChecks, 400 * time.Millisecond},
+			} {
+				b.Run(c.name, func(b *testing.B) {
+					if err := f.SetCheckTiming(b.Context(), c.check); err != nil {
+						b.Fatal(err)
+					}
+					bench.useRemote(b, c.remote)
+					bench.run(b)
+				})
+			}
+		})
 	}
 }
 

@@ -735,3 +735,40 @@ func TestValidateChecksHeadOfAClone(t *testing.T) {
 		t.Errorf("validate of the remote's branch: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// `lieutenant run` in a clone inspects the hosts while it fetches, from the
+// files the clone had. When the fetched files name other hosts, that
+// inspection is dropped; when the fetch brings a run recorded meanwhile by
+// another machine, the commit that takes the lock is refused and the hosts
+// are inspected again. Either way the run deploys what the remote says.
+func TestRunInspectsWhileFetching(t *testing.T) {
+	s := newRemoteScene(t, drainedRestart)
+	clone := filepath.Join(t.TempDir(), "ops")
+	testenv.Git(t, "", "clone", "-q", s.bare, clone)
+
+	// Another machine deploys, then the manifest moves on: the clone's
+	// copies of both branches are stale.
+	if _, stderr, code := s.lieutenant(t, "run", "--env", "production", "--yes"); code != exitOK {
+		t.Fatalf("first run: exit %d\n%s", code, stderr)
+	}
+	s.merge(t, map[string]string{"releases/production.yaml": "release: r2\npackages: [" + web100 + "]\n"}, "r2")
+	stdout, stderr, code := lieutenant(t, clone, "run", "--env", "production", "--yes")
+	if code != exitOK || !strings.Contains(stderr, "Another run of production was recorded while the hosts were inspected: inspecting them again.") {
+		t.Fatalf("run in the stale clone: exit %d\n%s%s", code, stderr, stdout)
+	}
+	if got, want := s.versions(t), "web-1=1.0.0-1 web-2=1.0.0-1 web-3=1.0.0-1 web-4=1.0.0-1"; got != want {
+		t.Errorf("versions: %s, want %s", got, want)
+	}
+
+	// The inventory moves on: web-4 is gone from it.
+	s.merge(t, map[string]string{
+		"releases/production.yaml":  "release: r3\npackages: [" + web110 + "]\n",
+		"inventory/production.yaml": strings.Join(strings.Split(s.fleet.Inventory(), "\n")[:4], "\n") + "\n",
+	}, "r3 without web-4")
+	if _, stderr, code := lieutenant(t, clone, "run", "--env", "production", "--yes"); code != exitOK {
+		t.Fatalf("run after the inventory changed: exit %d\n%s", code, stderr)
+	}
+	if got, want := s.versions(t), "web-1=1.1.0-1 web-2=1.1.0-1 web-3=1.1.0-1 web-4=1.0.0-1"; got != want {
+		t.Errorf("versions: %s, want %s (web-4 left the inventory)", got, want)
+	}
+}

@@ -62,11 +62,18 @@ func openRun(c *cli.Context) (*source, *releases.History, *record.Run, error) {
 // onDeployment is the action of a command that works on one environment
 // (--env) read from the manifest revision.
 func onDeployment(fn func(c *cli.Context, d *deployment) error) cli.ActionFunc {
+	return onDeploymentInspecting(false, fn)
+}
+
+// onDeploymentInspecting is onDeployment; with inspect, the hosts are
+// inspected while the manifest branch is fetched (for run, which always
+// inspects them).
+func onDeploymentInspecting(inspect bool, fn func(c *cli.Context, d *deployment) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if err := checkUsage(c); err != nil {
 			return err
 		}
-		d, err := openDeployment(c)
+		d, err := openDeployment(c, inspect)
 		if err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ EXAMPLE:
    lieutenant run --env production
    lieutenant run --env production --yes --output json   # CI`,
 		Flags: append(deployFlags(), sshFlags()...),
-		Action: onDeployment(func(c *cli.Context, d *deployment) error {
+		Action: onDeploymentInspecting(true, func(c *cli.Context, d *deployment) error {
 			hist, err := d.history(c.Context, d.dep.HistoryBranch)
 			if err != nil {
 				return err
@@ -169,12 +169,18 @@ type started struct {
 // again.
 func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, spec runSpec) error {
 	ctx := c.Context
-	conn, balancer, err := d.adapters(c)
-	if err != nil {
-		return err
+	if u := c.String("ssh-user"); u != "" {
+		d.dep.Environment.SSH.User = u // as the connector does, so that the early inspection compares
+	}
+	conn, balancer, early := d.early.take(d.dep)
+	if !early {
+		var err error
+		if conn, balancer, err = d.adapters(c); err != nil {
+			return err
+		}
 	}
 	defer conn.Close()
-	run, err := d.start(c, s, hist, spec, conn, balancer)
+	run, err := d.start(c, s, hist, spec, conn, balancer, early)
 	if err != nil || run == nil {
 		return err
 	}
@@ -213,7 +219,7 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 
 // start inspects the hosts, plans, and writes the run's first record
 // together with the lock; nil when there is nothing to do.
-func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, spec runSpec, conn *transport.SSH, balancer lb.Balancer) (*started, error) {
+func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, spec runSpec, conn *transport.SSH, balancer lb.Balancer, early bool) (*started, error) {
 	ctx := c.Context
 	op := d.repo.Operator()
 	now := time.Now()
@@ -233,11 +239,17 @@ func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, sp
 	}
 	deadline := time.Now().Add(c.Duration("lock-wait"))
 	for attempt := 1; ; attempt++ {
-		inspected, err := hist.TipHash(ctx)
-		if err != nil {
-			return nil, err
+		var inspected string
+		var obs *playbook.Observed
+		var err error
+		if early && attempt == 1 {
+			// Inspected while the branch was fetched, with these files.
+			inspected, obs, err = d.early.inspected, d.early.obs, d.early.err
+		} else {
+			if inspected, err = hist.TipHash(ctx); err == nil {
+				obs, err = playbook.Inspect(ctx, conn, balancer, d.dep, 0)
+			}
 		}
-		obs, err := playbook.Inspect(ctx, conn, balancer, d.dep, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -110,21 +110,18 @@ steps:
 	b.ReportMetric(float64(most), "handshakes")
 }
 
-// slowGitPath is a directory of git-upload-pack and git-receive-pack
-// wrappers that wait delay first: put first on PATH, every Git conversation
-// with a file:// or path remote takes that much longer, as with a hosted
-// remote.
+// slowGitPath is a directory holding a git that waits delay before
+// upload-pack and receive-pack: put first on PATH, every Git conversation
+// with a path remote takes that much longer, as with a hosted remote.
 func slowGitPath(b *testing.B, delay time.Duration) string {
 	dir := b.TempDir()
-	for _, prog := range []string{"git-upload-pack", "git-receive-pack"} {
-		real, err := exec.LookPath(prog)
-		if err != nil {
-			b.Fatal(err)
-		}
-		script := fmt.Sprintf("#!/bin/sh\nsleep %.3f\nexec %s \"$@\"\n", delay.Seconds(), real)
-		if err := os.WriteFile(filepath.Join(dir, prog), []byte(script), 0o755); err != nil {
-			b.Fatal(err)
-		}
+	real, err := exec.LookPath("git")
+	if err != nil {
+		b.Fatal(err)
+	}
+	script := fmt.Sprintf("#!/bin/sh\ncase \"$1\" in upload-pack|receive-pack) sleep %.3f ;; esac\nexec %s \"$@\"\n", delay.Seconds(), real)
+	if err := os.WriteFile(filepath.Join(dir, "git"), []byte(script), 0o755); err != nil {
+		b.Fatal(err)
 	}
 	return dir
 }

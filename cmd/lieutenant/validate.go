@@ -26,7 +26,7 @@ EXAMPLE:
 				return err
 			}
 			// What is about to be pushed: HEAD.
-			repo, snap, err := openRepoAt(c, true)
+			repo, snap, err := openRepoAt(c, true, false)
 			if err != nil {
 				return err
 			}
