@@ -72,8 +72,12 @@ func BenchmarkFleetVsFloor(b *testing.B) {
 }
 
 // buildLieutenant builds the command into a temporary directory: the
-// benchmarks time the real binary as a user runs it.
+// benchmarks time the real binary as a user runs it. $LIEUTENANT_BENCH_BIN
+// names another build to time instead (an older version, say).
 func buildLieutenant(b *testing.B) string {
+	if bin := os.Getenv("LIEUTENANT_BENCH_BIN"); bin != "" {
+		return bin
+	}
 	bin := filepath.Join(b.TempDir(), "lieutenant")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
