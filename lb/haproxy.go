@@ -597,6 +597,12 @@ func (h *HAProxy) state(ctx context.Context, exact bool) ([]haServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return h.servers(ctx, rows, exact)
+}
+
+// servers reads rows of `show stat` as servers; with exact, or when a status
+// leaves the admin state open, the exact bits of `show servers state` too.
+func (h *HAProxy) servers(ctx context.Context, rows []statRow, exact bool) ([]haServer, error) {
 	out := make([]haServer, len(rows))
 	for i, r := range rows {
 		admin, health, ok := parseStatus(r.Status)
@@ -699,25 +705,11 @@ func (h *HAProxy) server(ctx context.Context, name string, exact bool) (haServer
 	if err != nil {
 		return haServer{}, err
 	}
-	admin, health, ok := parseStatus(r.Status)
-	s := haServer{
-		Server:      Server{Name: r.Name, Admin: admin, Health: health, Sessions: r.Sessions, Queued: r.Queued},
-		checkStatus: r.CheckStatus,
-		checkDesc:   r.CheckDesc,
-	}
-	if ok && !exact {
-		return s, nil
-	}
-	states, err := h.exactStates(ctx)
+	hs, err := h.servers(ctx, []statRow{r}, exact)
 	if err != nil {
 		return haServer{}, err
 	}
-	for _, st := range states {
-		if st.Name == name {
-			s.Admin, s.Health, s.checked = st.adminOf(), st.healthOf(), st.CheckState&chkEnable != 0
-		}
-	}
-	return s, nil
+	return hs[0], nil
 }
 
 func plain(hs []haServer) []Server {
@@ -726,15 +718,6 @@ func plain(hs []haServer) []Server {
 		s[i] = h.Server
 	}
 	return s
-}
-
-func findHA(hs []haServer, name string) (haServer, error) {
-	for _, s := range hs {
-		if s.Name == name {
-			return s, nil
-		}
-	}
-	return haServer{}, unknownServer(plain(hs))
 }
 
 // Servers returns the servers of the backend in configuration order.

@@ -46,7 +46,6 @@ type journal struct {
 	version   int // bumped by every change of the record
 	runSaved  int // the version the run's file was last written at
 	lastWrite time.Time
-	failed    error // the last progress write's error, until a write succeeds
 	// held: a commit follows shortly (a batch ended), so progress waits
 	// for it instead of making it wait for a push in flight.
 	held bool
@@ -87,11 +86,7 @@ func (j *journal) start(ctx context.Context) {
 			}
 			j.st.mu.Lock()
 			wait := time.Until(j.lastWrite.Add(j.interval))
-			held := j.held
 			j.st.mu.Unlock()
-			if held {
-				continue // the commit will write it
-			}
 			if wait > 0 {
 				t := time.NewTimer(wait)
 				select {
@@ -155,13 +150,11 @@ func (j *journal) progress(ctx context.Context) {
 	st.mu.Lock()
 	j.lastWrite = time.Now()
 	if err == nil {
-		j.failed = nil
 		st.mu.Unlock()
 		return
 	}
 	// Written with the next write; a lost lock stops the run.
 	st.rec.Unsaved(hosts)
-	j.failed = err
 	if errors.Is(err, ErrSuperseded) {
 		st.superseded = true
 		st.stopLocked(record.OutcomeFailed, oneLine(err.Error()))
@@ -215,6 +208,6 @@ func (j *journal) commit(ctx context.Context, event string) error {
 		st.rec.Unsaved(hosts)
 		return fmt.Errorf("save run record %s: %w", st.rec.ID, err)
 	}
-	j.runSaved, j.failed = version, nil
+	j.runSaved = version
 	return nil
 }

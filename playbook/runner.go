@@ -97,25 +97,26 @@ type Event struct {
 // NewRecord starts the record of a run of plan; s gives who starts which
 // run, the plan the rest.
 func NewRecord(plan *Plan, s record.Start) *record.Run {
-	s.Environment, s.Release, s.Strategy = plan.Environment, plan.Release, plan.Strategy.String()
-	s.Packages = nil
-	for _, p := range plan.Packages {
-		s.Packages = append(s.Packages, p.NEVRA())
-	}
 	batches := make([][]record.Planned, len(plan.Batches))
 	for i, b := range plan.Batches {
 		batches[i] = planned(b.Hosts)
 	}
-	return record.New(s, batches, planned(plan.UpToDate))
+	return record.New(plan.start(s), batches, planned(plan.UpToDate))
 }
 
 // NewInSyncRecord records that the fleet already runs plan's release (plan
 // has no batches); see record.NewInSync.
 func NewInSyncRecord(plan *Plan, s record.Start) *record.Run {
-	rec := NewRecord(plan, s)
-	return record.NewInSync(record.Start{ID: rec.ID, Environment: rec.Environment, Kind: rec.Kind, Release: rec.Release,
-		Revision: rec.Revision, Packages: rec.Packages, Strategy: rec.Strategy, Message: rec.Message,
-		By: rec.StartedBy, From: rec.StartedFrom, At: rec.StartedAt}, planned(plan.UpToDate))
+	return record.NewInSync(plan.start(s), planned(plan.UpToDate))
+}
+
+// start is s with what the plan says of the run.
+func (p *Plan) start(s record.Start) record.Start {
+	s.Environment, s.Release, s.Strategy, s.Packages = p.Environment, p.Release, p.Strategy.String(), nil
+	for _, pkg := range p.Packages {
+		s.Packages = append(s.Packages, pkg.NEVRA())
+	}
+	return s
 }
 
 func planned(hosts []HostPlan) []record.Planned {

@@ -203,8 +203,8 @@ func (h *History) lockEdits(l Lock, from *Lock) (Edits, error) {
 		case err != nil:
 			return nil, err
 		case held == nil:
-		case held.Run == l.Run && held.Token == l.Token:
-		case held.Run == l.Run && from != nil && held.Token == from.Token:
+		case l.is(held):
+		case from != nil && from.is(held):
 		default:
 			return nil, &LockedError{Lock: *held}
 		}
@@ -254,10 +254,15 @@ func (h *History) runsTreeOf(tip Tip, env string) (*plumbing.Hash, error) {
 	return &t, err
 }
 
+// is reports whether held is l: the same run, taken by the same process.
+func (l Lock) is(held *Lock) bool {
+	return held != nil && held.Run == l.Run && held.Token == l.Token
+}
+
 // Guard returns the check that the lock l is still held as it was taken,
 // for writes that must not happen without it (see UpdateIf).
 func (l Lock) Guard() Guard {
-	return l.check(func(held *Lock) bool { return held != nil && held.Run == l.Run && held.Token == l.Token })
+	return l.check(l.is)
 }
 
 // notTakenOver is the check that no other process of l's run holds the
@@ -331,7 +336,7 @@ func (h *History) Unlock(ctx context.Context, l Lock, outcome string) error {
 			return nil, nil
 		}
 		held, err := h.parseLock(p, l.Environment, cur)
-		if err == nil && (held.Run != l.Run || held.Token != l.Token) {
+		if err == nil && !l.is(held) {
 			return cur, nil
 		}
 		return nil, err

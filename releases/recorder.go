@@ -40,10 +40,7 @@ func (r *Recorder) Save(ctx context.Context, c record.Commit) error {
 		message += fmt.Sprintf("\n%s: unlocked by run %s (%s)\n", r.lock.Environment, r.lock.Run, c.Outcome)
 	}
 	_, err := r.hist.Commit(ctx, describe(c.Files), func(tip Tip) (map[string][]byte, error) {
-		files := make(map[string][]byte, len(c.Files)+1)
-		for _, f := range c.Files {
-			files[f.Path] = f.Data
-		}
+		files := withFiles(nil, c.Files)
 		if r.lock == nil {
 			return files, nil
 		}
@@ -55,7 +52,7 @@ func (r *Recorder) Save(ctx context.Context, c record.Commit) error {
 		}
 		// The run's last word releases its lock, unless it was broken and
 		// someone else holds the environment now.
-		if held, err := r.hist.heldLock(tip, r.lock.Environment); err == nil && held != nil && held.Run == r.lock.Run && held.Token == r.lock.Token {
+		if held, err := r.hist.heldLock(tip, r.lock.Environment); err == nil && r.lock.is(held) {
 			p, _ := LockPath(r.lock.Environment)
 			files[p] = nil
 		}
@@ -124,12 +121,20 @@ func (h *History) BeginRun(ctx context.Context, l Lock, how Begin, c record.Comm
 				return nil, ErrInspectionStale
 			}
 		}
-		for _, f := range c.Files {
-			files[f.Path] = f.Data
-		}
-		return files, nil
+		return withFiles(files, c.Files), nil
 	}, lockMessage(l, how.TakeOver)+"\n"+c.Message)
 	return err
+}
+
+// withFiles adds a record's files to the edits of a commit.
+func withFiles(edits map[string][]byte, files []record.File) map[string][]byte {
+	if edits == nil {
+		edits = make(map[string][]byte, len(files)+1)
+	}
+	for _, f := range files {
+		edits[f.Path] = f.Data
+	}
+	return edits
 }
 
 // describe names the files of a write for messages: the first, and how

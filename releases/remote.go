@@ -179,7 +179,7 @@ func (r *Repo) FetchDefault(ctx context.Context, branches ...string) (string, er
 		return "", errors.New("default branch: no remote")
 	}
 	if r.remote.wire == nil {
-		def, err := r.DefaultBranch(ctx)
+		def, err := r.defaultBranch(ctx)
 		if err != nil {
 			return "", err
 		}
@@ -198,14 +198,9 @@ func (r *Repo) FetchDefault(ctx context.Context, branches ...string) (string, er
 	return def, err
 }
 
-// DefaultBranch asks the remote which branch its HEAD points at.
-func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
-	if r.remote == nil {
-		return "", errors.New("default branch: no remote")
-	}
-	if r.remote.wire != nil {
-		return r.FetchDefault(ctx)
-	}
+// defaultBranch asks an HTTPS remote, through go-git, which branch its HEAD
+// points at.
+func (r *Repo) defaultBranch(ctx context.Context) (string, error) {
 	var branch string
 	err := r.locked(func() error {
 		refs, err := r.remote.git.ListContext(ctx, &git.ListOptions{Auth: r.remote.auth})

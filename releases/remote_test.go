@@ -53,12 +53,9 @@ func TestRemoteFetchReadsTheRemoteBranch(t *testing.T) {
 	bare := testenv.NewBareGitRepo(t, map[string]string{"releases/production.yaml": "release: one\n"})
 	r := cloneOf(t, bare)
 	ctx := context.Background()
-	branch, err := r.DefaultBranch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Fetch(ctx, branch); err != nil {
-		t.Fatal(err)
+	branch, err := r.FetchDefault(ctx)
+	if err != nil || branch != "main" {
+		t.Fatalf("FetchDefault = %q, %v; want main", branch, err)
 	}
 	snap, err := r.Snapshot(ctx, r.Tracking(branch))
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -263,9 +262,10 @@ func (f *SimFleet) run(ctx context.Context, ch ssh.Channel, line string, h *Fake
 	if len(args) > 3 && args[0] == "sudo" && args[1] == "-n" && args[2] == "--" {
 		cmd = transport.Command{Args: args[3:], Sudo: true}
 	}
-	res, err := h.Run(ctx, cmd)
+	// A failing command's status and output are in res, as sshd sends them.
+	res, _ := h.Run(ctx, cmd)
 	_, _ = ch.Write(res.Stdout)
-	_, _ = io.WriteString(ch.Stderr(), string(res.Stderr))
+	_, _ = ch.Stderr().Write(res.Stderr)
 	if res.ExitStatus < 0 {
 		return 255
 	}

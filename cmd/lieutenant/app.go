@@ -19,7 +19,7 @@ func newApp(s streams) *cli.App {
 		Description: `lieutenant reads its configuration from a Git repository at one revision (never the
 work tree): lieutenant.yaml names the environments, each with a release manifest (exact
 RPMs), an inventory of hosts and a playbook (batches, per-host steps, the gate between
-batches). Every run is recorded as a file on the history branch (lieutenant/runs).
+batches). Every run is recorded in files on the history branch (lieutenant/runs).
 
    lieutenant validate                    check every file, report every problem
    lieutenant plan --env production       what would change, host by host

@@ -86,13 +86,12 @@ func buildLieutenant(b *testing.B) string {
 }
 
 type fleetBench struct {
-	f        *fleet.Fleet
-	bin      string
-	repo     string   // the clone lieutenant runs in
-	args     []string // before the command: the remote's keys
-	publish  func(b *testing.B)
-	version  string // what the fleet runs now
-	rollouts int
+	f       *fleet.Fleet
+	bin     string
+	repo    string   // the clone lieutenant runs in
+	args    []string // before the command: the remote's keys
+	publish func(b *testing.B)
+	version string // what the fleet runs now
 }
 
 // useRemote puts the deploy repository on the fleet's Git server, reached

@@ -21,13 +21,13 @@ func runCommand(s streams) *cli.Command {
 	return &cli.Command{
 		Name:  "run",
 		Usage: "roll the environment's manifest out, batch by batch, and record the run in Git",
-		Description: `Takes the environment's lock in Git, reads the environment at --rev, checks every host
-(SSH with verified host keys, rpm), the balancer and the preflight steps, and only then
-changes anything. Hosts already at the manifest's versions are skipped. Batches run one
-after the other with the gate between them; a failed host stays out of the balancer and
-no later batch starts. The run record is committed (and pushed, with a remote) to the
-history branch at every state change, so a killed run can be finished with
-lieutenant resume.
+		Description: `Reads the environment at --rev, checks every host (SSH with verified host keys,
+rpm), takes the environment's lock in Git, checks the balancer and the preflight steps,
+and only then changes anything. Hosts already at the manifest's versions are skipped.
+Batches run one after the other with the gate between them; a failed host stays out of
+the balancer and no later batch starts. Each batch's intent is committed (and pushed,
+with a remote) to the history branch before any of its hosts is touched, and the hosts'
+steps follow in the background, so a killed run can be finished with lieutenant resume.
 
 A gate with approval: prompt asks on the terminal and, from anywhere, takes
 lieutenant approve RUN / lieutenant abort RUN; --yes approves ahead.
@@ -218,7 +218,9 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 }
 
 // start inspects the hosts, plans, and writes the run's first record
-// together with the lock; nil when there is nothing to do.
+// together with the lock; nil when there is nothing to do. Waiting for
+// another run's lock (--lock-wait) reads the lock again and again, not the
+// hosts: they are inspected again only once a run was recorded since.
 func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, spec runSpec, conn *transport.SSH, balancer lb.Balancer, early bool) (*started, error) {
 	ctx := c.Context
 	op := d.repo.Operator()
@@ -238,71 +240,58 @@ func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, sp
 		lock = d.newLock(c, lock)
 	}
 	deadline := time.Now().Add(c.Duration("lock-wait"))
-	for attempt := 1; ; attempt++ {
-		var inspected string
-		var obs *playbook.Observed
-		var err error
-		if early && attempt == 1 {
-			// Inspected while the branch was fetched, with these files.
-			inspected, obs, err = d.early.inspected, d.early.obs, d.early.err
-		} else {
-			if inspected, err = hist.TipHash(ctx); err == nil {
+	var plan *playbook.Plan
+	var rec *record.Run
+	var first record.Commit
+	var inspected string
+	var written []string // the hosts whose files first holds
+	for inspections := 0; ; {
+		if plan == nil {
+			var obs *playbook.Observed
+			var err error
+			if early && inspections == 0 {
+				// Inspected while the branch was fetched, with these files.
+				inspected, obs, err = d.early.inspected, d.early.obs, d.early.err
+			} else if inspected, err = hist.TipHash(ctx); err == nil {
 				obs, err = playbook.Inspect(ctx, conn, balancer, d.dep, 0)
 			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		plan, err := d.plan(obs, spec.Resume)
-		if err != nil {
-			return nil, err
-		}
-		if len(plan.Batches) == 0 {
-			// Nothing to do needs no lock, and leaves no trace in history
-			// unless asked to.
-			if spec.RecordInSync && held == nil {
-				rec := playbook.NewInSyncRecord(plan, record.Start{ID: id, Kind: kind, Revision: d.snap.Hash,
+			inspections++
+			if err != nil {
+				return nil, err
+			}
+			if plan, err = d.plan(obs, spec.Resume); err != nil {
+				return nil, err
+			}
+			if len(plan.Batches) == 0 {
+				return nil, d.nothingToStart(c, s, hist, spec, plan, record.Start{ID: id, Kind: kind, Revision: d.snap.Hash,
 					Message: c.String("message"), By: op.Who(), From: op.Where(), At: now})
-				files, err := rec.Files(true, nil)
-				if err == nil {
-					err = releases.NewRecorder(hist, nil).Save(ctx, record.Commit{Files: files, Outcome: rec.Outcome, Message: rec.Headline("")})
-				}
-				if err != nil {
-					return nil, err
-				}
-				fmt.Fprintf(s.err, "Recorded as run %s: the fleet already had %s.\n", id, plan.Release)
 			}
-			if held != nil {
-				held.outcome = "nothing to do"
+			if rec = spec.Resume; rec == nil {
+				rec = playbook.NewRecord(plan, record.Start{ID: id, Kind: kind, Revision: d.snap.Hash,
+					Message: c.String("message"), By: op.Who(), From: op.Where(), At: time.Now()})
 			}
-			return nil, d.nothingToDo(c, s, kind, plan)
+			plan.Declare(rec, time.Now())
+			written = rec.Changes()
+			files, err := rec.Files(true, written)
+			if err != nil {
+				return nil, err
+			}
+			first = record.Commit{Files: files, Outcome: rec.Outcome, Message: rec.Headline(fmt.Sprintf("started, %d batches", len(plan.Batches)))}
 		}
-		rec := spec.Resume
-		if rec == nil {
-			rec = playbook.NewRecord(plan, record.Start{ID: id, Kind: kind, Revision: d.snap.Hash,
-				Message: c.String("message"), By: op.Who(), From: op.Where(), At: time.Now()})
-		}
-		plan.Declare(rec, time.Now())
-		hosts := rec.Changes()
-		files, err := rec.Files(true, hosts)
-		if err != nil {
-			return nil, err
-		}
-		first := record.Commit{Files: files, Outcome: rec.Outcome, Message: rec.Headline(fmt.Sprintf("started, %d batches", len(plan.Batches)))}
+		var err error
 		if held != nil {
 			held.recorder = releases.NewRecorder(hist, &held.lock)
 			err = held.recorder.Save(ctx, first)
 		} else {
 			err = hist.BeginRun(ctx, lock, releases.Begin{TakeOver: spec.TakeOver, Inspected: inspected}, first)
 		}
-		if err != nil {
-			rec.Unsaved(hosts)
-		}
 		var locked *releases.LockedError
 		switch {
 		case err == nil:
-		case errors.Is(err, releases.ErrInspectionStale) && attempt < 5:
+		case errors.Is(err, releases.ErrInspectionStale) && inspections < 5:
 			fmt.Fprintf(s.err, "Another run of %s was recorded while the hosts were inspected: inspecting them again.\n", lock.Environment)
+			plan = nil
+			rec.Unsaved(written) // for a resumed record, written again with the next plan
 			continue
 		case errors.As(err, &locked) && time.Now().Add(lockPoll).Before(deadline):
 			if err := hist.Await(ctx, lockPoll); err != nil {
@@ -323,6 +312,27 @@ func (d *deployment) start(c *cli.Context, s streams, hist *releases.History, sp
 		}
 		return &started{plan: plan, rec: rec, held: held}, nil
 	}
+}
+
+// nothingToStart ends a run whose plan has no batch: it needs no lock and
+// leaves no trace in history unless asked to (sync, when the manifest moved
+// to what the fleet runs).
+func (d *deployment) nothingToStart(c *cli.Context, s streams, hist *releases.History, spec runSpec, plan *playbook.Plan, start record.Start) error {
+	if spec.RecordInSync && spec.Held == nil {
+		rec := playbook.NewInSyncRecord(plan, start)
+		files, err := rec.Files(true, nil)
+		if err == nil {
+			err = releases.NewRecorder(hist, nil).Save(c.Context, record.Commit{Files: files, Outcome: rec.Outcome, Message: rec.Headline("")})
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(s.err, "Recorded as run %s: the fleet already had %s.\n", start.ID, plan.Release)
+	}
+	if spec.Held != nil {
+		spec.Held.outcome = "nothing to do"
+	}
+	return d.nothingToDo(c, s, start.Kind, plan)
 }
 
 func orNone(names []string) string {

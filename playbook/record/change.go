@@ -66,9 +66,8 @@ func NewInSync(s Start, upToDate []Planned) *Run {
 	return r
 }
 
-// host returns the entry of host name; it panics for a host the run does
-// not have, which is a bug in the caller.
-func (r *Run) host(name string) *Host {
+// lookup finds host name's entry.
+func (r *Run) lookup(name string) (*Host, bool) {
 	if r.index == nil {
 		r.index = make(map[string]int, len(r.Hosts))
 		for i, h := range r.Hosts {
@@ -77,9 +76,19 @@ func (r *Run) host(name string) *Host {
 	}
 	i, ok := r.index[name]
 	if !ok {
+		return nil, false
+	}
+	return &r.Hosts[i], true
+}
+
+// host returns the entry of host name; it panics for a host the run does
+// not have, which is a bug in the caller.
+func (r *Run) host(name string) *Host {
+	h, ok := r.lookup(name)
+	if !ok {
 		panic(fmt.Sprintf("record %s: no host %q", r.ID, name))
 	}
-	return &r.Hosts[i]
+	return h
 }
 
 // touch notes that host name's file must be written again: always once the
@@ -97,10 +106,8 @@ func (r *Run) touch(name string, starts bool) {
 
 // Host returns a copy of host name's entry.
 func (r *Run) Host(name string) (Host, bool) {
-	for _, h := range r.Hosts {
-		if h.Name == name {
-			return h, true
-		}
+	if h, ok := r.lookup(name); ok {
+		return *h, true
 	}
 	return Host{}, false
 }

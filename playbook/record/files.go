@@ -133,11 +133,11 @@ func Parse(run []byte, hosts map[string][]byte) (*Run, error) {
 		if h.Name != name {
 			return nil, fmt.Errorf("the file of host %s names host %q", name, h.Name)
 		}
-		i := slices.IndexFunc(r.Hosts, func(x Host) bool { return x.Name == name })
-		if i < 0 {
+		entry, ok := r.lookup(name)
+		if !ok {
 			return nil, fmt.Errorf("host %s has a file but is not in the run's hosts", name)
 		}
-		r.Hosts[i] = h
+		*entry = h
 	}
 	if err := r.validate(); err != nil {
 		return nil, err
