@@ -132,7 +132,9 @@ func (j *journal) progress(ctx context.Context) {
 	defer j.writeMu.Unlock()
 	st := j.st
 	st.mu.Lock()
-	if j.held {
+	if j.held || st.superseded {
+		// A commit follows; or another process owns the run, and every
+		// write of this one's progress would be refused.
 		st.mu.Unlock()
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,9 +202,10 @@ steps:
 	refused := make(chan struct{})
 	s.recorder.fail = fmt.Errorf("production: %w", playbook.ErrSuperseded)
 	s.recorder.failAfter = 1
+	var once sync.Once
 	s.onEvent = func(e playbook.Event) {
 		if e.Kind == playbook.EventRecordFailed && errors.Is(e.Err, playbook.ErrSuperseded) {
-			close(refused)
+			once.Do(func() { close(refused) })
 		}
 	}
 	s.balancer.SetHook(func(ctx context.Context, call testenv.FakeCall) error {
