@@ -7,7 +7,7 @@ PKGS    := ./...
 # OpenSSH, Git, sudo) and a C toolchain for the race detector (cgo).
 TEST_DEPS := haproxy openssh-server openssh-client git sudo gcc libc6-dev rpm debootstrap
 
-.PHONY: all build test deps check bench example images demo fleet-down clean
+.PHONY: all build test deps check fuzz bench example images demo fleet-down clean
 
 all: build
 
@@ -42,6 +42,12 @@ check:
 test: deps check
 	testenv/fleet/build-images --if-docker
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	testenv/fuzz/run
+
+## fuzz: every fuzz target for FUZZTIME each (3s in `make test`; the README's
+## long run used FUZZTIME=10m); a crasher is saved as a regression test.
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),3s) testenv/fuzz/run
 
 ## images: the fleet's images and the demo service's RPMs (no registry
 ## needed: the base image is made with debootstrap when it cannot be pulled).

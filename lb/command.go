@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lieutenant-deploy/lieutenant/transport"
 )
 
 // ServerArg is the argument of a command adapter argv that is replaced by the
@@ -58,6 +60,11 @@ const ExitTimedOut = 75
 // exits 0; when LIEUTENANT_TIMEOUT runs out first it puts the server in
 // maintenance and exits 75.
 //
+// The programs get lieutenant's environment without its secrets
+// (transport.SecretEnv), and the values of those secrets are replaced in what
+// is kept of their output. The state program's output is read whole and may
+// be up to 1 MiB; more is an error.
+//
 // Any other exit status is a failure whose error holds the end of the
 // program's stderr. When ctx ends, or a program is still running Grace after
 // its timeout, it gets SIGTERM (its whole process group does); it should put
@@ -71,7 +78,8 @@ const ExitTimedOut = 75
 // the server in maintenance, lieutenant runs the drain program with
 // LIEUTENANT_TIMEOUT=0 and LIEUTENANT_KILL_SESSIONS=1 to take it out.
 type Command struct {
-	cfg CommandConfig
+	cfg     CommandConfig
+	secrets transport.Secrets // redacted from output
 }
 
 // CommandConfig configures a Command adapter.
@@ -87,7 +95,8 @@ type CommandConfig struct {
 	Grace time.Duration
 }
 
-// NewCommand checks cfg and returns the adapter.
+// NewCommand checks cfg and returns the adapter. The values of
+// transport.SecretEnv are read now, to be redacted from the programs' output.
 func NewCommand(cfg CommandConfig) (*Command, error) {
 	for _, p := range []struct {
 		name       string
@@ -114,7 +123,7 @@ func NewCommand(cfg CommandConfig) (*Command, error) {
 	cfg.Enable = append([]string(nil), cfg.Enable...)
 	cfg.State = append([]string(nil), cfg.State...)
 	cfg.Env = append([]string(nil), cfg.Env...)
-	return &Command{cfg: cfg}, nil
+	return &Command{cfg: cfg, secrets: transport.SecretsFromEnv()}, nil
 }
 
 // String names the adapter in logs.
@@ -179,7 +188,7 @@ func (c *Command) Servers(ctx context.Context) ([]Server, error) {
 }
 
 func (c *Command) servers(ctx context.Context) ([]Server, error) {
-	res, err := c.run(ctx, c.cfg.State, "", nil, c.cfg.Grace)
+	res, err := c.run(ctx, c.cfg.State, "", nil, c.cfg.Grace, maxStateOutput)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +232,7 @@ func (c *Command) drain(ctx context.Context, server string, opts DrainOptions) e
 	}
 	timeout := opts.EffectiveTimeout()
 	env := []string{"LIEUTENANT_TIMEOUT=" + seconds(timeout), "LIEUTENANT_KILL_SESSIONS=" + flag(opts.KillSessions)}
-	res, err := c.run(ctx, c.cfg.Drain, server, env, timeout+c.cfg.Grace)
+	res, err := c.run(ctx, c.cfg.Drain, server, env, timeout+c.cfg.Grace, 0)
 	switch {
 	case err == nil:
 	case ctx.Err() == nil && res.exitStatus == ExitTimedOut:
@@ -266,7 +275,7 @@ func (c *Command) enable(ctx context.Context, server string, opts EnableOptions)
 		verified = "1"
 	}
 	env := []string{"LIEUTENANT_TIMEOUT=" + seconds(timeout), "LIEUTENANT_VERIFIED=" + verified}
-	res, err := c.run(ctx, c.cfg.Enable, server, env, timeout+c.cfg.Grace)
+	res, err := c.run(ctx, c.cfg.Enable, server, env, timeout+c.cfg.Grace, 0)
 	switch {
 	case err == nil:
 		after, ferr := c.find(ctx, server)
@@ -294,7 +303,7 @@ func (c *Command) ensureMaint(ctx context.Context, server string) error {
 		return nil
 	}
 	env := []string{"LIEUTENANT_TIMEOUT=0", "LIEUTENANT_KILL_SESSIONS=1"}
-	if _, err := c.run(gctx, c.cfg.Drain, server, env, c.cfg.Grace); err != nil {
+	if _, err := c.run(gctx, c.cfg.Drain, server, env, c.cfg.Grace, 0); err != nil {
 		return fmt.Errorf("taking it back out of service failed: %w", err)
 	}
 	return nil
@@ -305,8 +314,15 @@ type runResult struct {
 	exitStatus int // -1 when it did not exit by itself
 }
 
-// run starts argv with {server} replaced, bounded by ctx and limit.
-func (c *Command) run(ctx context.Context, argv []string, server string, env []string, limit time.Duration) (runResult, error) {
+// maxStateOutput bounds the state program's output: a line per server.
+const maxStateOutput = 1 << 20
+
+// maxStderr is how much of a program's stderr its error shows.
+const maxStderr = 4096
+
+// run starts argv with {server} replaced, bounded by ctx and limit. Its
+// stdout is read when maxStdout > 0, and more than that stops it.
+func (c *Command) run(ctx context.Context, argv []string, server string, env []string, limit time.Duration, maxStdout int) (runResult, error) {
 	res := runResult{exitStatus: -1}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -322,14 +338,17 @@ func (c *Command) run(ctx context.Context, argv []string, server string, env []s
 	defer cancel()
 	cmd := exec.CommandContext(rctx, args[0], args[1:]...)
 	cmd.Dir = c.cfg.Dir
-	cmd.Env = append(os.Environ(), c.cfg.Env...)
+	cmd.Env = append(transport.ScrubEnv(os.Environ()), c.cfg.Env...)
 	if server != "" {
 		cmd.Env = append(cmd.Env, "LIEUTENANT_SERVER="+server)
 	}
 	cmd.Env = append(cmd.Env, env...)
-	var stdout bytes.Buffer
-	stderr := &tailBuffer{max: 4096}
-	cmd.Stdout = &stdout
+	var stdout *transport.Tail
+	if maxStdout > 0 {
+		stdout = transport.NewLimit(maxStdout, c.secrets, cancel)
+		cmd.Stdout = stdout
+	}
+	stderr := transport.NewTail(maxStderr, c.secrets)
 	cmd.Stderr = stderr
 	setProcessGroup(cmd)
 	// SIGTERM first so the program can put the server back; SIGKILL after
@@ -338,9 +357,15 @@ func (c *Command) run(ctx context.Context, argv []string, server string, env []s
 	cmd.WaitDelay = c.cfg.Grace
 	start := time.Now()
 	err := cmd.Run()
-	res.stdout = stdout.Bytes()
 	if rctx.Err() != nil {
 		killGroup(cmd)
+	}
+	name := args[0]
+	if stdout != nil {
+		res.stdout = stdout.Bytes()
+		if stdout.Over() && ctx.Err() == nil {
+			return runResult{exitStatus: -1}, fmt.Errorf("%s: %w", name, transport.OutputLimitError(maxStdout))
+		}
 	}
 	if err == nil {
 		res.exitStatus = 0
@@ -350,11 +375,13 @@ func (c *Command) run(ctx context.Context, argv []string, server string, env []s
 	if errors.As(err, &ee) && ee.Exited() {
 		res.exitStatus = ee.ExitCode()
 	}
-	tail := stderr.String()
+	tail := strings.TrimSpace(string(stderr.Bytes()))
+	if tail != "" && stderr.Total() > maxStderr {
+		tail = "..." + tail
+	}
 	if tail != "" {
 		tail = ": " + tail
 	}
-	name := args[0]
 	switch {
 	case ctx.Err() != nil:
 		return res, fmt.Errorf("%s stopped after %s%s: %w", name, time.Since(start).Round(time.Millisecond), tail, ctx.Err())
@@ -364,31 +391,6 @@ func (c *Command) run(ctx context.Context, argv []string, server string, env []s
 		return res, fmt.Errorf("%s exited with status %d%s", name, res.exitStatus, tail)
 	}
 	return res, fmt.Errorf("%s: %w%s", name, err, tail)
-}
-
-// tailBuffer keeps the last max bytes written to it: the end of stderr is
-// where programs say why they failed.
-type tailBuffer struct {
-	max int
-	buf []byte
-	cut bool
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
-		t.cut = true
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	s := strings.TrimSpace(string(t.buf))
-	if t.cut && s != "" {
-		s = "..." + s
-	}
-	return s
 }
 
 func seconds(d time.Duration) string {

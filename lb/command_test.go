@@ -254,6 +254,45 @@ func TestCommandFailureShowsStderr(t *testing.T) {
 	}
 }
 
+// The programs run without lieutenant's secrets, and a secret's value one
+// prints anyway is replaced in the error that shows its stderr.
+func TestCommandKeepsSecrets(t *testing.T) {
+	const token = "glpat-0123456789abcdef"
+	t.Setenv("LIEUTENANT_GITLAB_TOKEN", token)
+	t.Setenv("COPY_OF_TOKEN", token)
+	s := newScriptLB(t, "web1", "web2")
+	printEnv := filepath.Join(t.TempDir(), "f5-drain")
+	writeScript(t, printEnv, `env | grep -e LIEUTENANT_ -e COPY_OF_TOKEN | sort >&2; exit 3`)
+	cfg := s.config()
+	cfg.Drain = []string{printEnv, lb.ServerArg}
+	c, err := lb.NewCommand(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Drain(t.Context(), "web1", lb.DrainOptions{Timeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "COPY_OF_TOKEN=REDACTED\nLIEUTENANT_KILL_SESSIONS=0\nLIEUTENANT_SERVER=web1\n") ||
+		strings.Contains(err.Error(), token) || strings.Contains(err.Error(), "LIEUTENANT_GITLAB_TOKEN") {
+		t.Errorf("err = %v, want the program's environment without LIEUTENANT_GITLAB_TOKEN and with the token replaced", err)
+	}
+}
+
+// The state program's output is read whole, up to 1 MiB: more is an error
+// that says so.
+func TestCommandStateOutputIsBounded(t *testing.T) {
+	testenv.RequireBinaries(t, "sh", "yes", "head")
+	state := filepath.Join(t.TempDir(), "state")
+	// 3.4 MB of one line repeated.
+	writeScript(t, state, `yes 'web1 ready up 0' | head -n 200000`)
+	c, err := lb.NewCommand(lb.CommandConfig{Drain: []string{"true"}, Enable: []string{"true"}, State: []string{state}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Servers(t.Context())
+	if want := "servers: " + state + ": output too long: more than 1 MiB on stdout, so it was stopped"; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}
+
 // A program that ignores its timeout is stopped Grace after it, and the
 // caller hears of it instead of waiting forever.
 func TestCommandOverrunIsStopped(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,9 +196,103 @@ func TestWithMinimumStress(t *testing.T) {
 	}
 }
 
-func TestWithMinimumZeroIsIdentity(t *testing.T) {
+func TestWithMinimumZeroRefusesNothing(t *testing.T) {
+	ctx := t.Context()
 	f := testenv.NewFakeBalancer("web1")
-	if g := lb.WithMinimum(f, 0); g != lb.Balancer(f) {
-		t.Fatalf("WithMinimum(b, 0) wrapped b")
+	g := lb.WithMinimum(f, 0)
+	if err := g.Drain(ctx, "web1", lb.DrainOptions{}); err != nil {
+		t.Fatalf("draining the last server with no minimum: %v", err)
 	}
+	if s := f.Server("web1"); s.Admin != lb.AdminMaint {
+		t.Fatalf("web1 = %+v, want it in maintenance", s)
+	}
+}
+
+// KeepOut leaves a server the drain left out alone, and drains again one
+// the balancer put back (a restart forgets maintenance), through the guard.
+func TestKeepOut(t *testing.T) {
+	ctx := t.Context()
+	f := testenv.NewFakeBalancer("web1", "web2", "web3")
+	g := lb.WithMinimum(f, 2)
+	if err := g.Drain(ctx, "web1", lb.DrainOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, again, err := lb.KeepOut(ctx, g, "web1", lb.DrainOptions{}); err != nil || again {
+		t.Fatalf("KeepOut of a drained server = %v, %v; want nothing done", again, err)
+	}
+	if n := len(f.Calls()); n != 1 {
+		t.Fatalf("KeepOut of a drained server called the balancer: %v", f.Calls())
+	}
+
+	f.Restart()
+	found, again, err := lb.KeepOut(ctx, g, "web1", lb.DrainOptions{})
+	if err != nil || !again {
+		t.Fatalf("KeepOut after a restart = %v, %v; want drained again", again, err)
+	}
+	if found.Admin != lb.AdminReady || f.Server("web1").Admin != lb.AdminMaint {
+		t.Fatalf("found %+v, now %+v; want found ready, now in maintenance", found, f.Server("web1"))
+	}
+
+	// Once more after a restart, with one server left in service besides
+	// web1: the guard refuses, and web1 keeps serving.
+	f.Restart()
+	f.SetHealthy("web3", false)
+	_, again, err = lb.KeepOut(ctx, g, "web1", lb.DrainOptions{})
+	if !errors.Is(err, lb.ErrBelowMinimum) || again {
+		t.Fatalf("KeepOut below the minimum = %v, %v; want ErrBelowMinimum", again, err)
+	}
+	if want := "web1 is back in service (ready/up, 0 sessions): drain web1: 2 of 3 servers in service, 1 would remain, minimum is 2: " + lb.ErrBelowMinimum.Error(); err.Error() != want {
+		t.Errorf("error: %v\nwant   %s", err, want)
+	}
+	if s := f.Server("web1"); !s.Serving() {
+		t.Errorf("a refused drain changed web1: %+v", s)
+	}
+
+	if _, _, err := lb.KeepOut(ctx, g, "web9", lb.DrainOptions{}); !errors.Is(err, lb.ErrUnknownServer) {
+		t.Fatalf("KeepOut of an unknown server: %v, want ErrUnknownServer", err)
+	}
+}
+
+// The checks a batch makes at once share reads of the backend.
+func TestKeepOutSharesReads(t *testing.T) {
+	ctx := t.Context()
+	names := []string{"web1", "web2", "web3", "web4", "web5", "web6", "web7", "web8"}
+	f := testenv.NewFakeBalancer(names...)
+	c := &countingReads{Balancer: f}
+	g := lb.WithMinimum(c, 1)
+	for _, n := range names[:6] {
+		if err := g.Drain(ctx, n, lb.DrainOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.reads.Load()
+	var wg sync.WaitGroup
+	const checks = 30
+	for i := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, again, err := lb.KeepOut(ctx, g, names[i%6], lb.DrainOptions{}); err != nil || again {
+				t.Errorf("KeepOut: %v, %v", again, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.reads.Load() - before; n > checks/3 {
+		t.Errorf("%d checks at once read the backend %d times", checks, n)
+	} else {
+		t.Logf("%d checks at once read the backend %d times", checks, n)
+	}
+}
+
+// countingReads counts Servers calls, each taking a moment as a real read does.
+type countingReads struct {
+	lb.Balancer
+	reads atomic.Int64
+}
+
+func (c *countingReads) Servers(ctx context.Context) ([]lb.Server, error) {
+	c.reads.Add(1)
+	time.Sleep(5 * time.Millisecond)
+	return c.Balancer.Servers(ctx)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -382,14 +383,14 @@ func parseStatRows(reply, backend string) (rows []statRow, found bool, err error
 		}
 		return rec[i]
 	}
-	number := func(rec []string, name string) (int, error) {
+	// A count HAProxy did not give is no zero: an empty scur read as 0
+	// would let a drain go straight to maintenance with sessions open.
+	count := func(rec []string, name string) (int, error) {
 		v := field(rec, name)
-		if v == "" {
-			return 0, nil
-		}
 		n, err := strconv.Atoi(v)
-		if err != nil {
-			return 0, fmt.Errorf("show stat: %s=%q: %w", name, v, err)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("show stat: server %s/%s: %s is %q, want a count (0 or more)",
+				backend, field(rec, "svname"), name, v)
 		}
 		return n, nil
 	}
@@ -411,6 +412,9 @@ func parseStatRows(reply, backend string) (rows []statRow, found bool, err error
 		case "FRONTEND":
 			continue
 		}
+		if field(rec, "svname") == "" {
+			return nil, false, fmt.Errorf("show stat: backend %s: a server row without svname", backend)
+		}
 		row := statRow{
 			Backend:   backend,
 			Name:      field(rec, "svname"),
@@ -420,15 +424,15 @@ func parseStatRows(reply, backend string) (rows []statRow, found bool, err error
 			// last completed one.
 			CheckStatus: strings.TrimPrefix(field(rec, "check_status"), "* "),
 		}
-		if row.Queued, err = number(rec, "qcur"); err != nil {
+		if row.Queued, err = count(rec, "qcur"); err != nil {
 			return nil, false, err
 		}
-		if row.Sessions, err = number(rec, "scur"); err != nil {
+		if row.Sessions, err = count(rec, "scur"); err != nil {
 			return nil, false, err
 		}
 		row.CheckHealth = -1
 		if field(rec, "check_health") != "" {
-			if row.CheckHealth, err = number(rec, "check_health"); err != nil {
+			if row.CheckHealth, err = count(rec, "check_health"); err != nil {
 				return nil, false, err
 			}
 		}
@@ -512,35 +516,39 @@ func parseServersState(reply, backend string) ([]stateRow, error) {
 		if i := col["be_name"]; i >= len(f) || f[i] != backend {
 			continue
 		}
-		get := func(name string) (int, error) {
+		var row stateRow
+		if i := col["srv_name"]; i < len(f) {
+			row.Name = f[i]
+		} else {
+			return nil, fmt.Errorf("show servers state: backend %s: short line %q", backend, line)
+		}
+		// Every field read is required and bounded: a field read as 0 by
+		// mistake would be a wrong id or a wrong admin state.
+		get := func(name string, least, most int) (int, error) {
 			i := col[name]
 			if i >= len(f) {
-				return 0, fmt.Errorf("show servers state: short line %q", line)
+				return 0, fmt.Errorf("show servers state: server %s/%s: no %s (short line %q)", backend, row.Name, name, line)
 			}
 			n, err := strconv.Atoi(f[i])
-			if err != nil {
-				return 0, fmt.Errorf("show servers state: %s=%q: %w", name, f[i], err)
+			if err != nil || n < least || n > most {
+				return 0, fmt.Errorf("show servers state: server %s/%s: %s is %q, want %d to %d", backend, row.Name, name, f[i], least, most)
 			}
 			return n, nil
 		}
-		var row stateRow
 		var err error
-		if i := col["srv_name"]; i < len(f) {
-			row.Name = f[i]
-		}
-		if row.ID.backend, err = get("be_id"); err != nil {
+		if row.ID.backend, err = get("be_id", 1, math.MaxInt); err != nil {
 			return nil, err
 		}
-		if row.ID.server, err = get("srv_id"); err != nil {
+		if row.ID.server, err = get("srv_id", 1, math.MaxInt); err != nil {
 			return nil, err
 		}
-		if row.OpState, err = get("srv_op_state"); err != nil {
+		if row.OpState, err = get("srv_op_state", 0, 3); err != nil {
 			return nil, err
 		}
-		if row.AdminBits, err = get("srv_admin_state"); err != nil {
+		if row.AdminBits, err = get("srv_admin_state", 0, math.MaxInt); err != nil {
 			return nil, err
 		}
-		if row.CheckState, err = get("srv_check_state"); err != nil {
+		if row.CheckState, err = get("srv_check_state", 0, math.MaxInt); err != nil {
 			return nil, err
 		}
 		rows = append(rows, row)

@@ -134,6 +134,62 @@ func TestParseStatLines(t *testing.T) {
 
 var errAny = errors.New("any error")
 
+// A count HAProxy left out or garbled is an error naming the server and the
+// field: read as 0, an empty scur would let a drain go straight to
+// maintenance while sessions are open.
+func TestParseStatRejectsBadCounts(t *testing.T) {
+	const header = "# pxname,svname,qcur,scur,status,check_health\n"
+	const backendRow = "web,BACKEND,0,0,UP,\n"
+	tests := []struct{ name, line, want string }{
+		{"empty scur", "web,web1,0,,UP,", `show stat: server web/web1: scur is "", want a count (0 or more)`},
+		{"negative scur", "web,web1,0,-1,UP,", `show stat: server web/web1: scur is "-1", want a count (0 or more)`},
+		{"scur not a number", "web,web1,0,many,UP,", `show stat: server web/web1: scur is "many", want a count (0 or more)`},
+		{"empty qcur", "web,web1,,0,UP,", `show stat: server web/web1: qcur is "", want a count (0 or more)`},
+		{"negative qcur", "web,web1,-3,0,UP,", `show stat: server web/web1: qcur is "-3", want a count (0 or more)`},
+		{"negative check health", "web,web1,0,0,UP,-2", `show stat: server web/web1: check_health is "-2", want a count (0 or more)`},
+		{"short row", "web,web1,0", `show stat: server web/web1: scur is "", want a count (0 or more)`},
+		{"no server name", "web,,0,0,UP,", "show stat: backend web: a server row without svname"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows, err := parseStat(header+tt.line+"\n"+backendRow, "web")
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("parseStat = %+v, %v; want error %q", rows, err, tt.want)
+			}
+		})
+	}
+	// Another backend's garbled row is not this backend's problem.
+	if _, err := parseStat(header+"app,app1,0,,UP,\n"+backendRow, "web"); err != nil {
+		t.Fatalf("another backend's row: %v", err)
+	}
+}
+
+func TestParseServersStateRejectsBadFields(t *testing.T) {
+	const head = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state\n"
+	tests := []struct{ name, line, want string }{
+		{"admin state not a number", "3 web 1 web1 127.0.0.1 2 x 1 1 7 15 3 2 6",
+			`show servers state: server web/web1: srv_admin_state is "x", want 0 to `},
+		{"negative admin state", "3 web 1 web1 127.0.0.1 2 -1 1 1 7 15 3 2 6",
+			`show servers state: server web/web1: srv_admin_state is "-1", want 0 to `},
+		{"op state out of range", "3 web 1 web1 127.0.0.1 7 0 1 1 7 15 3 2 6",
+			`show servers state: server web/web1: srv_op_state is "7", want 0 to 3`},
+		{"server id 0", "3 web 0 web1 127.0.0.1 2 0 1 1 7 15 3 2 6",
+			`show servers state: server web/web1: srv_id is "0", want 1 to `},
+		{"short line", "3 web 1 web1 127.0.0.1 2 0 1 1 7 15 3",
+			`show servers state: server web/web1: no srv_check_state (short line`},
+		{"no server name", "3 web",
+			`show servers state: backend web: short line "3 web"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows, err := parseServersState(head+tt.line+"\n", "web")
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("parseServersState = %+v, %v; want an error starting %q", rows, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseStatus(t *testing.T) {
 	tests := []struct {
 		status string

@@ -396,3 +396,51 @@ func BenchmarkHAProxyEnable(b *testing.B) {
 		})
 	}
 }
+
+// HAProxy restarted without a server-state file forgets maintenance: the
+// server a drain took out is back in service. KeepOut, which a run makes
+// before every step that changes a drained host, finds it there and drains
+// it again through the guard.
+func TestHAProxyKeepOutAfterRestart(t *testing.T) {
+	f := startHAProxyFleet(t)
+	ctx := t.Context()
+	g := lb.WithMinimum(f.bal, 2)
+	opts := lb.DrainOptions{Timeout: 5 * time.Second}
+	if err := g.Drain(ctx, "web2", opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, again, err := lb.KeepOut(ctx, g, "web2", opts); err != nil || again {
+		t.Fatalf("KeepOut of a drained server = %v, %v; want nothing done", again, err)
+	}
+
+	if err := f.hp.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.hp.Statuses(t); got != "web1=UP web2=UP web3=UP" {
+		t.Fatalf("after the restart HAProxy shows %s, want every server back UP", got)
+	}
+	found, again, err := lb.KeepOut(ctx, g, "web2", opts)
+	if err != nil || !again {
+		t.Fatalf("KeepOut after a restart = %v, %v; want web2 drained again", again, err)
+	}
+	if found.Admin != lb.AdminReady {
+		t.Errorf("KeepOut found web2 %s/%s, want ready", found.Admin, found.Health)
+	}
+	if got, want := f.hp.Statuses(t), "web1=UP web2=MAINT web3=UP"; got != want {
+		t.Errorf("HAProxy shows %s, want %s", got, want)
+	}
+
+	// A restart that leaves too few servers in service besides web2: the
+	// drain again is refused and changes nothing.
+	f.backends["web3"].SetHealthy(false)
+	if err := f.hp.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = lb.KeepOut(ctx, g, "web2", opts)
+	if !errors.Is(err, lb.ErrBelowMinimum) {
+		t.Fatalf("KeepOut below the minimum: %v, want ErrBelowMinimum", err)
+	}
+	if got, want := f.hp.Statuses(t), "web1=UP web2=UP web3=DOWN"; got != want {
+		t.Errorf("HAProxy shows %s, want %s", got, want)
+	}
+}

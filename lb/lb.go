@@ -131,6 +131,10 @@ var (
 //     maintenance (as on failure). Adapters send that last command with a
 //     short grace period of their own, since ctx can no longer carry it.
 //   - Errors name the operation and the server: "drain web1: ...".
+//   - A drained server stays out of service as long as the balancer
+//     remembers it: a restart, or a reload without a server-state file,
+//     puts it back. Callers that must not disrupt a server in service
+//     confirm it is still out first (KeepOut).
 //   - A Balancer is safe for concurrent use by calls for different servers.
 //     Concurrent Drain and Enable of the same server race, as they would on
 //     the balancer itself; callers serialise per server.

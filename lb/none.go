@@ -13,7 +13,9 @@ import (
 // one: it accepts every name and never returns ErrUnknownServer. Checking
 // names is then the inventory's job. WithMinimum has nothing to count on None:
 // with minUp > 0 every drain through it fails with ErrUnknownServer, so a
-// configuration without a balancer must not set a minimum.
+// configuration without a balancer must not set a minimum. KeepOut has no
+// server to confirm on None either and fails the same way: the runner skips
+// balancer steps, and so those checks, on a fleet without a balancer.
 //
 // Like every Balancer, None honours ctx: a call with an ended ctx fails.
 type None struct{}

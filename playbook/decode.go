@@ -123,7 +123,44 @@ func (d decoder) parseDocument(data []byte) *yaml.Node {
 		d.errorf(nil, "", "file is empty")
 		return nil
 	}
+	if d.refuseReferences(doc.Content[0], "") {
+		return nil
+	}
 	return doc.Content[0]
+}
+
+// refuseReferences reports every anchor, alias and merge key under n, as the
+// README promises, and whether there was one. The rest of such a file is not
+// decoded: what an alias stands for is not written where it is used, so any
+// further message about it would point at the wrong place.
+func (d decoder) refuseReferences(n *yaml.Node, path string) bool {
+	found := false
+	if n.Anchor != "" {
+		d.errorf(n, path, "YAML anchors (&%s) are not supported; write the value out", n.Anchor)
+		found = true
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		d.errorf(n, path, "YAML aliases (*%s) are not supported; write the value out", n.Value)
+		return true
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" {
+				d.errorf(k, path, "YAML merge keys (<<) are not supported; write the fields out")
+				found = true
+				continue // what it merges, often an alias, is part of this one problem
+			}
+			// Keys are walked too: a key can carry an anchor or be an alias.
+			found = d.refuseReferences(k, path) || found
+			found = d.refuseReferences(v, join(path, k.Value)) || found
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			found = d.refuseReferences(item, index(path, i)) || found
+		}
+	}
+	return found
 }
 
 func join(path, key string) string {
@@ -148,10 +185,6 @@ func (d decoder) mapping(n *yaml.Node, path string, fields map[string]func(key, 
 		k, v := n.Content[i], n.Content[i+1]
 		if seen[k.Value] {
 			d.errorf(k, join(path, k.Value), "is given twice")
-			continue
-		}
-		if k.Tag == "!!merge" {
-			d.errorf(k, path, "YAML merge keys (<<) are not supported; write the fields out")
 			continue
 		}
 		seen[k.Value] = true
@@ -189,8 +222,6 @@ func describeNode(n *yaml.Node) string {
 		return "a mapping"
 	case yaml.SequenceNode:
 		return "a list"
-	case yaml.AliasNode:
-		return "an alias (anchors and aliases are not supported; write the value out)"
 	}
 	if n.Tag == "!!null" {
 		return "empty"
@@ -206,9 +237,14 @@ func (d decoder) scalar(n *yaml.Node, path, want string) bool {
 	return true
 }
 
+// str reads a string. An empty one is refused: every field that takes a
+// string needs a value, and "" would otherwise read as "not given", silently.
 func (d decoder) str(n *yaml.Node, path string) string {
 	if !d.scalar(n, path, "a string") {
 		return ""
+	}
+	if n.Value == "" {
+		d.errorf(n, path, "is empty")
 	}
 	return n.Value
 }

@@ -14,6 +14,10 @@ import (
 // conditional gives epoch 0 on rpm versions without %{EPOCHNUM}.
 const rpmQueryFormat = `%{NAME}\t%|EPOCH?{%{EPOCH}}:{0}|\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n`
 
+// maxRPMQueryOutput bounds what rpm -q may answer, which is read whole: a
+// line per installed version of each package, far below this.
+const maxRPMQueryOutput = 1 << 20
+
 // QueryInstalled asks rpm which versions of the manifest's packages a host
 // has. A package that is not installed maps to no entries; a package
 // installed more than once (an install-only package such as a kernel) maps to
@@ -23,7 +27,7 @@ func QueryInstalled(ctx context.Context, conn transport.Runner, sudo bool, pkgs 
 	for _, p := range pkgs {
 		args = append(args, p.Name)
 	}
-	res, err := conn.Run(ctx, transport.Command{Args: args, Sudo: sudo})
+	res, err := conn.Run(ctx, transport.Command{Args: args, Sudo: sudo, MaxOutput: maxRPMQueryOutput})
 	var exit *transport.ExitError
 	// rpm -q exits with the number of packages it did not find; that is an
 	// answer, not a failure. 127 means rpm itself is missing.

@@ -1,6 +1,7 @@
 package playbook
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,9 +45,24 @@ func readConfig(fsys fs.FS, p *problems) *Config {
 	return parseConfig(ConfigFile, data, p)
 }
 
+// maxFileSize bounds each file of the deploy repository: real ones are a
+// few kilobytes, and every check stays quick on anything up to it.
+const maxFileSize = 1 << 20
+
 func readFile(fsys fs.FS, name string, p *problems) ([]byte, bool) {
 	if name == "" {
 		return nil, false // already reported as a missing field
+	}
+	tooBig := func(size int64) bool {
+		if size <= maxFileSize {
+			return false
+		}
+		p.list = append(p.list, FieldError{File: name, Msg: fmt.Sprintf("is %d bytes; files of the deploy repository may be at most %d (1 MiB), make it smaller", size, maxFileSize)})
+		return true
+	}
+	// Stat first, so that a huge file is refused without being read.
+	if info, err := fs.Stat(fsys, name); err == nil && tooBig(info.Size()) {
+		return nil, false
 	}
 	data, err := fs.ReadFile(fsys, name)
 	if err != nil {
@@ -57,11 +73,15 @@ func readFile(fsys fs.FS, name string, p *problems) ([]byte, bool) {
 		p.list = append(p.list, FieldError{File: name, Msg: msg})
 		return nil, false
 	}
+	if tooBig(int64(len(data))) {
+		return nil, false
+	}
 	return data, true
 }
 
 // Load reads and checks the files of one environment. Every problem in every
-// file is reported at once, in a *ValidationError.
+// file is reported at once, in a *ValidationError. It needs no context: each
+// file is at most maxFileSize and every check is linear in it.
 func Load(fsys fs.FS, env string) (*Deployment, error) {
 	var p problems
 	cfg := readConfig(fsys, &p)
@@ -72,15 +92,16 @@ func Load(fsys fs.FS, env string) (*Deployment, error) {
 	if !ok {
 		return nil, &UnknownEnvironmentError{Name: env, Known: cfg.Order}
 	}
-	dep := loadEnvironment(fsys, cfg, e, &p)
+	dep := loadEnvironment(context.Background(), fsys, cfg, e, &p)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
 	return dep, nil
 }
 
-// ValidateAll checks lieutenant.yaml and the files of every environment.
-func ValidateAll(fsys fs.FS) (*Config, error) {
+// ValidateAll checks lieutenant.yaml and the files of every environment. It
+// stops as soon as ctx is done, with ctx's error.
+func ValidateAll(ctx context.Context, fsys fs.FS) (*Config, error) {
 	var p problems
 	cfg := readConfig(fsys, &p)
 	loaded := map[string]bool{}
@@ -88,7 +109,10 @@ func ValidateAll(fsys fs.FS) (*Config, error) {
 		e := cfg.Environments[name]
 		// Environments often share a playbook; report its problems once.
 		before := len(p.list)
-		loadEnvironment(fsys, cfg, e, &p)
+		loadEnvironment(ctx, fsys, cfg, e, &p)
+		if err := ctx.Err(); err != nil {
+			return cfg, fmt.Errorf("validate environment %s: %w", name, err)
+		}
 		p.list = dedupe(p.list, before, loaded)
 	}
 	return cfg, p.err()
@@ -107,18 +131,18 @@ func dedupe(list []FieldError, from int, seen map[string]bool) []FieldError {
 	return out
 }
 
-func loadEnvironment(fsys fs.FS, cfg *Config, e *Environment, p *problems) *Deployment {
+func loadEnvironment(ctx context.Context, fsys fs.FS, cfg *Config, e *Environment, p *problems) *Deployment {
 	dep := &Deployment{Environment: e, HistoryBranch: cfg.HistoryBranch}
 	if data, ok := readFile(fsys, e.Manifest, p); ok {
 		dep.Manifest = parseManifest(e.Manifest, data, p)
 	}
 	if data, ok := readFile(fsys, e.Inventory, p); ok {
-		dep.Inventory = parseInventory(e.Inventory, data, p)
+		dep.Inventory = parseInventory(ctx, e.Inventory, data, p)
 	}
 	if data, ok := readFile(fsys, e.Playbook, p); ok {
 		dep.Playbook = parsePlaybook(e.Playbook, data, p)
 	}
-	if dep.Inventory == nil || dep.Playbook == nil || len(dep.Playbook.Hosts) == 0 {
+	if ctx.Err() != nil || dep.Inventory == nil || !dep.Inventory.selectable || dep.Playbook == nil || len(dep.Playbook.Hosts) == 0 {
 		return dep
 	}
 	hosts, err := dep.Inventory.Select(dep.Playbook.Hosts)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,8 @@ type liveFleet struct {
 	services []*testenv.DemoService
 	haproxy  *testenv.HAProxy
 	balancer lb.Balancer
+	// observe, when set, sees the run's events.
+	observe func(playbook.Event)
 }
 
 const v120 = "hello-web-1.2.0-1.x86_64"
@@ -127,6 +130,7 @@ func (f *liveFleet) rollout(ctx context.Context) (*record.Run, error) {
 		MinUp:     dep.Environment.Balancer.MinUp,
 		Local:     local,
 		Recorder:  recorder,
+		Observe:   f.observe,
 	}
 	return rec, r.Run(ctx, dep.Environment, plan, rec)
 }
@@ -287,4 +291,77 @@ func TestOneHostFailsBehindRealHAProxy(t *testing.T) {
 	}
 	t.Logf("load: %s", res)
 	checkLoad(t, res)
+}
+
+// HAProxy restarted without a server-state file puts every server back in
+// service, drained ones too. Restarted after web-1's drain and again during
+// web-2's install, it never has a server in service while its host's
+// packages or service change: lieutenant drains it again first, and the
+// record says so.
+func TestRolloutDrainsAgainAfterHAProxyRestart(t *testing.T) {
+	f := newLiveFleet(t)
+	pb := testenv.Git(t, f.repo, "show", "HEAD:playbooks/web.yaml")
+	testenv.GitCommit(t, f.repo, map[string]string{"playbooks/web.yaml": strings.Replace(pb,
+		"strategy: {batches: halves}", "strategy: {batches: halves, max_parallel: 1}", 1)}, "one host at a time")
+	var mu sync.Mutex
+	var problems, atChange []string
+	restarted := map[string]bool{}
+	f.observe = func(e playbook.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case e.Kind == playbook.EventStepStarted && (e.Step == "packages.install" || e.Step == "service.restart"):
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			reply, err := f.haproxy.RunCommand(ctx, "show stat")
+			servers, perr := testenv.ParseStat(reply, f.haproxy.Backend)
+			if err != nil || perr != nil {
+				problems = append(problems, fmt.Sprintf("show stat: %v %v", err, perr))
+				return
+			}
+			atChange = append(atChange, e.Host+" "+e.Step+": "+testenv.StatusLine(servers))
+		case e.Kind == playbook.EventStepFinished && e.Err == nil &&
+			(e.Host == "web-1" && e.Step == "balancer.drain" || e.Host == "web-2" && e.Step == "packages.install"):
+			if !restarted[e.Host] {
+				restarted[e.Host] = true
+				if err := f.haproxy.Restart(); err != nil {
+					problems = append(problems, err.Error())
+				}
+			}
+		}
+	}
+	rec, err := f.rollout(context.Background())
+	if err != nil {
+		t.Fatalf("rollout: %v\n%s", err, strings.Join(rec.Next, "\n"))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 || len(restarted) != 2 {
+		t.Fatalf("restarts %v: %v", restarted, problems)
+	}
+	for i, c := range atChange {
+		host, _, _ := strings.Cut(c, " ")
+		server := "web" + strings.TrimPrefix(host, "web-")
+		if !strings.Contains(c, server+"=MAINT") {
+			t.Errorf("%s changed while HAProxy had it in service: %s", host, c)
+		}
+		if i < 4 && strings.Count(c, "=MAINT") != 1 {
+			t.Errorf("batch 1 one host at a time: %s", c)
+		}
+	}
+	if len(atChange) != 8 {
+		t.Errorf("changing steps seen: %q, want 8", atChange)
+	}
+	if got, want := f.state(), "web1=ready/up@1.1.0 web2=ready/up@1.1.0 web3=ready/up@1.1.0 web4=ready/up@1.1.0"; got != want {
+		t.Errorf("after the rollout: %s, want %s", got, want)
+	}
+	for host, want := range map[string]string{
+		"web-1": "balancer had put web1 back in service (ready/up: restarted or reloaded?); drained again before packages.install",
+		"web-2": "balancer had put web2 back in service (ready/up: restarted or reloaded?); drained again before service.restart",
+	} {
+		shown := testenv.Git(t, f.repo, "show", "lieutenant/runs:runs/production/"+rec.ID+"/"+host+".yaml")
+		if !strings.Contains(shown, want) || strings.Count(shown, "step: balancer.drain") != 2 {
+			t.Errorf("%s's record lacks the drain made again (%q):\n%s", host, want, shown)
+		}
+	}
 }

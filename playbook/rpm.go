@@ -3,6 +3,7 @@ package playbook
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -22,27 +23,53 @@ var (
 	rpmNameRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]*$`)
 	rpmVersionRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+~^]*$`) // also the release
 	rpmEpochRe   = regexp.MustCompile(`^[0-9]{1,9}$`)
-	rpmArchRe    = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 )
 
-// knownArches are the suffixes that ParseNEVRA splits off as the
-// architecture; "el9" in "1.el9" is part of the release, not an arch.
+// knownArches are the architectures dnf installs packages of (dnf's
+// arch.py, plus riscv64, loongarch64 and rpm 4.18's x86_64_v2 to v4). ParseNEVRA splits them off, and a
+// package's arch must be one of them, or dnf would fail only once the host
+// is drained. "el9" in "1.el9" is part of the release, not an arch.
 var knownArches = map[string]bool{
-	"noarch": true, "x86_64": true, "i686": true, "i386": true, "aarch64": true,
-	"ppc64le": true, "ppc64": true, "s390x": true, "armv7hl": true, "riscv64": true, "src": true,
+	"noarch": true, "x86_64": true, "x86_64_v2": true, "x86_64_v3": true, "x86_64_v4": true, "amd64": true, "ia32e": true,
+	"i386": true, "i486": true, "i586": true, "i686": true, "athlon": true, "geode": true,
+	"aarch64": true, "armv5tel": true, "armv5tejl": true, "armv6l": true, "armv6hl": true,
+	"armv7l": true, "armv7hl": true, "armv7hnl": true,
+	"ppc": true, "ppc64": true, "ppc64le": true, "ppc64p7": true, "ppc64iseries": true, "ppc64pseries": true,
+	"s390": true, "s390x": true, "riscv64": true, "loongarch64": true, "ia64": true,
+	"sparc": true, "sparcv8": true, "sparcv9": true, "sparcv9v": true, "sparc64": true, "sparc64v": true,
+	"alpha": true, "alphaev4": true, "alphaev45": true, "alphaev5": true, "alphaev56": true,
+	"alphaev6": true, "alphaev67": true, "alphaev68": true, "alphaev7": true, "alphapca56": true,
+	"sh3": true, "sh4": true, "sh4a": true,
+	// Source packages: split off so that Validate can say they cannot be installed.
+	"src": true, "nosrc": true,
 }
+
+// commonArches are the ones a hint lists; knownArches has them all.
+const commonArches = "noarch, x86_64, aarch64, i686, ppc64le, s390x, armv7hl, riscv64, ..."
+
+const nevraExample = "for example hello-web-1.1.0-1.x86_64"
 
 // ParseNEVRA splits "name-[epoch:]version-release[.arch]" as RPM prints it.
 // The arch is split off only when it is one of the known architectures.
 func ParseNEVRA(s string) (Package, error) {
 	var p Package
+	if strings.HasSuffix(s, ".rpm") {
+		return p, fmt.Errorf("%q is a file name; drop the .rpm suffix (%s)", s, nevraExample)
+	}
+	// "hello-web-1.1.0-1.x86-64" would otherwise parse as version "1.x86"
+	// and release "64", and fail only in dnf.
+	if _, tail, ok := cutLast(s, "."); ok {
+		if want, typo := archTypo(tail); typo {
+			return p, fmt.Errorf("%q: arch %q is not an RPM architecture (did you mean %q?)", s, tail, want)
+		}
+	}
 	rest, release, ok := cutLast(s, "-")
 	if !ok {
-		return p, fmt.Errorf("%q is not name-version-release[.arch] (for example hello-web-1.1.0-1.x86_64)", s)
+		return p, fmt.Errorf("%q is not name-version-release[.arch] (%s)", s, nevraExample)
 	}
 	name, version, ok := cutLast(rest, "-")
 	if !ok {
-		return p, fmt.Errorf("%q is not name-version-release[.arch] (for example hello-web-1.1.0-1.x86_64)", s)
+		return p, fmt.Errorf("%q is not name-version-release[.arch] (%s)", s, nevraExample)
 	}
 	if e, v, ok := strings.Cut(version, ":"); ok {
 		if e == "" {
@@ -60,6 +87,32 @@ func ParseNEVRA(s string) (Package, error) {
 		return p, fmt.Errorf("%q: version %q does not start with a digit; write name-version-release[.arch], or use the {name, version, release} form", s, version)
 	}
 	return p, p.Validate()
+}
+
+// installableArches are the known architectures but source packages', sorted.
+func installableArches() []string {
+	return slices.DeleteFunc(keysOf(knownArches), func(a string) bool { return a == "src" || a == "nosrc" })
+}
+
+// archTypo reports whether s is a misspelt architecture, and which one: the
+// wrong case or "-" for "_", or one edit away from a common one. Other
+// near misses are left alone: releases end in words such as "alpha1".
+func archTypo(s string) (string, bool) {
+	if knownArches[s] {
+		return "", false
+	}
+	norm := strings.ReplaceAll(strings.ToLower(s), "-", "_")
+	for _, a := range installableArches() {
+		if norm == a {
+			return a, true
+		}
+	}
+	for _, a := range []string{"x86_64", "aarch64", "noarch", "ppc64le", "s390x", "armv7hl", "riscv64", "loongarch64"} {
+		if editDistance(s, a) <= 1 {
+			return a, true
+		}
+	}
+	return "", false
 }
 
 func cutLast(s, sep string) (before, after string, found bool) {
@@ -85,9 +138,17 @@ func (p Package) Validate() error {
 	check("epoch", p.Epoch, rpmEpochRe, true)
 	check("version", p.Version, rpmVersionRe, false)
 	check("release", p.Release, rpmVersionRe, false)
-	check("arch", p.Arch, rpmArchRe, true)
 	if len(bad) > 0 {
 		return fmt.Errorf("invalid package %s: RPM allows letters, digits and %s only", strings.Join(bad, ", "), "._+~^ (and - in names)")
+	}
+	switch {
+	case p.Arch == "rpm" || p.Arch == "" && strings.HasSuffix(p.Release, ".rpm"):
+		return fmt.Errorf("package %s names a file; drop the .rpm suffix (%s)", p.NEVRA(), nevraExample)
+	case p.Arch == "src" || p.Arch == "nosrc":
+		return fmt.Errorf("package %s is a source package, which cannot be installed; name the binary package's arch (%s)", p.NEVRA(), commonArches)
+	case p.Arch != "" && !knownArches[p.Arch]:
+		installable := installableArches()
+		return fmt.Errorf("package %s: arch %q is not an RPM architecture%s (known: %s)", p.NEVRA(), p.Arch, suggest(p.Arch, installable), strings.Join(installable, ", "))
 	}
 	return nil
 }

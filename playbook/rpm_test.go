@@ -1,6 +1,9 @@
 package playbook
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseNEVRA(t *testing.T) {
 	cases := []struct {
@@ -23,6 +26,11 @@ func TestParseNEVRA(t *testing.T) {
 		{in: "hello-web-$(id)-1", wantErr: true},
 		{in: "hello-web-x:1.0-1", wantErr: true},
 		{in: "hello web-1.0-1", wantErr: true},
+		// Releases whose last part only looks like an arch stay releases.
+		{in: "hello-web-2.0-0.1.alpha1", want: Package{Name: "hello-web", Version: "2.0", Release: "0.1.alpha1"}},
+		{in: "hello-web-2.0-0.1.rc", want: Package{Name: "hello-web", Version: "2.0", Release: "0.1.rc"}},
+		{in: "python3.11-libs-3.11.7-1", want: Package{Name: "python3.11-libs", Version: "3.11.7", Release: "1"}},
+		{in: "kernel-5.14.0-1.el9.x86_64_v3", want: Package{Name: "kernel", Version: "5.14.0", Release: "1.el9", Arch: "x86_64_v3"}},
 	}
 	for _, tc := range cases {
 		got, err := ParseNEVRA(tc.in)
@@ -38,6 +46,39 @@ func TestParseNEVRA(t *testing.T) {
 		if err == nil && got.NEVRA() != tc.in {
 			t.Errorf("ParseNEVRA(%q).NEVRA() = %q, want the input back", tc.in, got.NEVRA())
 		}
+	}
+}
+
+// TestParseNEVRARefusesWhatDnfWouldFailOn: a file name or a misspelt arch
+// passed validate and failed only in dnf, once the host was drained.
+func TestParseNEVRARefusesWhatDnfWouldFailOn(t *testing.T) {
+	cases := []struct{ in, wantErr string }{
+		{"hello-web-1.1.0-1.x86_64.rpm", `"hello-web-1.1.0-1.x86_64.rpm" is a file name; drop the .rpm suffix`},
+		{"hello-web-1.1.0-1.rpm", "drop the .rpm suffix"},
+		{"hello-web-1.1.0-1.x86-64", `arch "x86-64" is not an RPM architecture (did you mean "x86_64"?)`},
+		{"hello-web-1.1.0-1.X86_64", `(did you mean "x86_64"?)`},
+		{"hello-web-1.1.0-1.arch64", `(did you mean "aarch64"?)`},
+		{"hello-web-1.1.0-1.noarh", `(did you mean "noarch"?)`},
+		{"hello-web-1.1.0-1.src", "is a source package, which cannot be installed"},
+	}
+	for _, tc := range cases {
+		got, err := ParseNEVRA(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("ParseNEVRA(%q) = %+v, %v; want an error containing %q", tc.in, got, err, tc.wantErr)
+		}
+	}
+	for _, pkg := range []Package{
+		{Name: "hello-web", Version: "1.1.0", Release: "1", Arch: "x86-64"},
+		{Name: "hello-web", Version: "1.1.0", Release: "1", Arch: "amd65"},
+		{Name: "hello-web", Version: "1.1.0", Release: "1", Arch: "rpm"},
+	} {
+		if err := pkg.Validate(); err == nil {
+			t.Errorf("%+v.Validate() = nil, want an error", pkg)
+		}
+	}
+	err := Package{Name: "hello-web", Version: "1.1.0", Release: "1", Arch: "x86-64"}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "(known: aarch64, ") || strings.Contains(err.Error(), "src") {
+		t.Errorf("unknown arch: %v; want the known installable arches listed", err)
 	}
 }
 

@@ -56,6 +56,8 @@ type Runner struct {
 	// Observe receives progress events, one call at a time.
 	Observe func(Event)
 	Now     func() time.Time
+	// Notes, when set, gives what the run's record notes at its end.
+	Notes func() []string
 	// CleanupTimeout bounds the balancer repairs made after a host failed or
 	// the run was interrupted; they run even when ctx is cancelled.
 	CleanupTimeout time.Duration
@@ -167,6 +169,9 @@ type runState struct {
 	// superseded: another process owns the environment now, and this one
 	// must not touch the balancer any more.
 	superseded bool
+	// notes go in the record's notes at the end: the drains made again,
+	// which a summary of the hosts would not show.
+	notes []string
 }
 
 // Run executes plan on env's hosts and keeps rec up to date. rec comes
@@ -398,6 +403,7 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 	st.update(true, func(rec *record.Run) { rec.StartHost(name, start) })
 	var prog hostProgress
 	var failure error
+	var drained *drainStep // the drain that has the host out of service, until enable
 	env, err := r.hostEnv(ctx, st, hp.Host)
 	if err != nil {
 		prog.failed, failure = true, err
@@ -416,13 +422,28 @@ func (r *Runner) runHost(ctx context.Context, st *runState, batch int, hp HostPl
 			prog.failed, failure = true, fmt.Errorf("not started %s: %w", s.Kind(), ErrSuperseded)
 			break
 		}
-		_, drain := s.(*drainStep)
+		drain, _ := s.(*drainStep)
 		_, enable := s.(*enableStep)
-		prog.drainAttempted = prog.drainAttempted || drain
+		// Between drain and enable, a step that changes the host runs only
+		// on a server still out of service: a balancer restart may have
+		// put it back meanwhile.
+		if drained != nil && s.changesHost() {
+			if err := r.keepOut(ctx, st, batch, env, drained, s); err != nil {
+				prog.failed, failure = true, fmt.Errorf("%s: %w", drained.Kind(), err)
+				break
+			}
+		}
+		prog.drainAttempted = prog.drainAttempted || drain != nil
 		prog.changed = prog.changed || s.changesHost()
 		if _, err := r.step(ctx, st, name, batch, s, env); err != nil {
 			prog.failed, failure = true, fmt.Errorf("%s: %w", s.Kind(), err)
 			break
+		}
+		switch {
+		case drain != nil && env.balancer != nil:
+			drained = drain
+		case enable:
+			drained = nil
 		}
 		prog.enabled = prog.enabled || enable
 		env.verified = verifiesHost(s) || env.verified && !s.changesHost()
@@ -539,13 +560,47 @@ func (r *Runner) step(ctx context.Context, st *runState, host string, batch int,
 	} else {
 		out, err = s.run(ctx, env)
 	}
+	r.stepDone(st, host, batch, s.Kind(), start, env, out, err)
+	return out, err
+}
+
+// stepDone reports and records a step that ended.
+func (r *Runner) stepDone(st *runState, host string, batch int, kind string, start time.Time, env *stepEnv, out string, err error) {
 	d := r.now().Sub(start)
-	r.emit(st, Event{Kind: EventStepFinished, Batch: batch, Host: env.host.Name, Step: s.Kind(), Duration: d, Err: err, Message: out})
+	r.emit(st, Event{Kind: EventStepFinished, Batch: batch, Host: env.host.Name, Step: kind, Duration: d, Err: err, Message: out})
 	if host != "" {
-		sr := record.NewStep(s.Kind(), start, d, out, err)
+		sr := record.NewStep(kind, start, d, out, err)
 		st.update(true, func(rec *record.Run) { rec.AddStep(host, sr) })
 	}
-	return out, err
+}
+
+// keepOut confirms, before step changes a host that drain took out of
+// service, that the balancer still has it out, and drains it again (through
+// the MinUp guard, as drain did) when the balancer put it back: a restart or
+// a reload without a server-state file forgets maintenance. The check alone
+// leaves no trace; a drain made again, or a failed one, is recorded on the
+// host as a balancer.drain step.
+func (r *Runner) keepOut(ctx context.Context, st *runState, batch int, env *stepEnv, drain *drainStep, step Step) error {
+	start := r.now()
+	server := env.host.BalancerServer
+	found, again, err := lb.KeepOut(ctx, env.balancer, server, drain.opts)
+	if err == nil && !again {
+		return nil
+	}
+	r.emit(st, Event{Time: start, Kind: EventStepStarted, Batch: batch, Host: env.host.Name, Step: drain.Kind()})
+	var out string
+	if err != nil {
+		err = fmt.Errorf("before %s: %w", step.Kind(), err)
+	} else {
+		out = fmt.Sprintf("balancer had put %s back in service (%s/%s: restarted or reloaded?); drained again before %s",
+			server, found.Admin, found.Health, step.Kind())
+		r.emit(st, Event{Kind: EventBalancerFix, Batch: batch, Host: env.host.Name, Message: out})
+		st.mu.Lock()
+		st.notes = append(st.notes, env.host.Name+": "+out)
+		st.mu.Unlock()
+	}
+	r.stepDone(st, env.host.Name, batch, drain.Kind(), start, env, out, err)
+	return err
 }
 
 // gate runs the checks, soak and approval between two batches. Its
@@ -665,7 +720,12 @@ func (r *Runner) finish(ctx context.Context, st *runState, refusal string) error
 			}
 		}
 	}
+	var notes []string
+	if r.Notes != nil {
+		notes = r.Notes()
+	}
 	st.update(false, func(rec *record.Run) {
+		notes = slices.Concat(st.notes, notes)
 		switch {
 		case st.outcome != "":
 		case st.failures > 0:
@@ -678,7 +738,7 @@ func (r *Runner) finish(ctx context.Context, st *runState, refusal string) error
 		if refusal != "" {
 			reason = refusal
 		}
-		rec.Finish(record.End{Outcome: st.outcome, Reason: reason, At: r.now(), Balancer: balancer})
+		rec.Finish(record.End{Outcome: st.outcome, Reason: reason, At: r.now(), Balancer: balancer, Notes: notes})
 	})
 	saveErr := st.journal.commit(cctx, "")
 	st.mu.Lock()

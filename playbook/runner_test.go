@@ -816,3 +816,121 @@ func TestEnableIsVerifiedByACheckAfterTheLastChange(t *testing.T) {
 		})
 	}
 }
+
+// A balancer restart (or a reload without a server-state file) between a
+// drain and a step that changes the host puts the server back in service:
+// the runner drains it again before that step, and the record says so.
+func TestRunDrainsAgainWhenTheBalancerForgot(t *testing.T) {
+	s := newScene(t, strings.Replace(standardPlaybook, `hosts: "web-*"`, "hosts: \"web-*\"\nstrategy: {max_parallel: 1}", 1))
+	var mu sync.Mutex
+	var atChange []string // the host's server as each changing step started
+	restarted := map[string]bool{}
+	s.onEvent = func(e playbook.Event) {
+		server := "web" + strings.TrimPrefix(e.Host, "web-")
+		switch {
+		case e.Kind == playbook.EventStepStarted && (e.Step == "packages.install" || e.Step == "service.restart"):
+			mu.Lock()
+			atChange = append(atChange, fmt.Sprintf("%s %s %s", e.Host, e.Step, s.balancer.Server(server).Admin))
+			mu.Unlock()
+		case e.Kind != playbook.EventStepFinished || e.Err != nil:
+		// Between web-1's drain and its install, and between web-3's
+		// install and its restart.
+		case e.Host == "web-1" && e.Step == "balancer.drain", e.Host == "web-3" && e.Step == "packages.install":
+			if !restarted[e.Host] {
+				restarted[e.Host] = true
+				s.balancer.Restart()
+			}
+		}
+	}
+	if _, err := s.run(context.Background()); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, c := range atChange {
+		if !strings.HasSuffix(c, " maint") {
+			t.Errorf("a step that changes the host started on a server in service: %s", c)
+		}
+	}
+	if len(atChange) != 8 {
+		t.Errorf("changing steps seen: %v, want 8", atChange)
+	}
+	// The record in Git shows the drain made again, where it was made.
+	rec := s.recorder.at(t, -1)
+	steps := func(host string) string {
+		var out []string
+		h, _ := rec.Host(host)
+		for _, st := range h.Steps {
+			out = append(out, st.Step+"="+string(st.Status))
+		}
+		return strings.Join(out, " ")
+	}
+	tests := []struct{ host, steps, again string }{
+		{"web-1", "balancer.drain=ok balancer.drain=ok packages.install=ok service.restart=ok command.check=ok balancer.enable=ok",
+			"balancer had put web1 back in service (ready/up: restarted or reloaded?); drained again before packages.install"},
+		{"web-2", "balancer.drain=ok packages.install=ok service.restart=ok command.check=ok balancer.enable=ok", ""},
+		{"web-3", "balancer.drain=ok packages.install=ok balancer.drain=ok service.restart=ok command.check=ok balancer.enable=ok",
+			"balancer had put web3 back in service (ready/up: restarted or reloaded?); drained again before service.restart"},
+	}
+	for _, tt := range tests {
+		if got := steps(tt.host); got != tt.steps {
+			t.Errorf("%s steps: %s\nwant %s", tt.host, got, tt.steps)
+		}
+		if tt.again == "" {
+			continue
+		}
+		var outputs []string
+		h, _ := rec.Host(tt.host)
+		for _, st := range h.Steps {
+			outputs = append(outputs, st.Output)
+		}
+		if !slices.Contains(outputs, tt.again) {
+			t.Errorf("%s: no step says %q: %q", tt.host, tt.again, outputs)
+		}
+	}
+	// lieutenant show prints the record's notes under the hosts' table.
+	if want := []string{"web-1: " + tests[0].again, "web-3: " + tests[2].again}; !slices.Equal(rec.Notes, want) {
+		t.Errorf("notes: %q\nwant %q", rec.Notes, want)
+	}
+	if got, want := s.serverStates(), "web1=ready web2=ready web3=ready web4=ready"; got != want {
+		t.Errorf("balancer = %s, want %s", got, want)
+	}
+}
+
+// Draining again goes through the min_up guard like the first drain: when
+// the servers left in service are too few, the host fails before its
+// change and is left serving its old version.
+func TestRunDrainAgainRefusedBelowMinimum(t *testing.T) {
+	s := newScene(t, strings.Replace(standardPlaybook, `hosts: "web-*"`, "hosts: \"web-*\"\nstrategy: {max_parallel: 1}", 1))
+	once := false
+	s.onEvent = func(e playbook.Event) {
+		if e.Kind == playbook.EventStepFinished && e.Host == "web-1" && e.Step == "balancer.drain" && !once {
+			once = true
+			s.balancer.Restart()
+			s.balancer.SetHealthy("web3", false)
+			s.balancer.SetHealthy("web4", false)
+		}
+	}
+	_, err := s.run(context.Background())
+	var runErr *playbook.RunError
+	if !errors.As(err, &runErr) || runErr.Outcome != record.OutcomeFailed {
+		t.Fatalf("err = %v, want a failed run", err)
+	}
+	rec := s.recorder.at(t, -1)
+	if got, want := s.hostStatus(rec), "web-1=failed web-2=untouched web-3=untouched web-4=untouched"; got != want {
+		t.Errorf("hosts: %s, want %s", got, want)
+	}
+	web1, _ := rec.Host("web-1")
+	steps := web1.Steps
+	if len(steps) != 2 || steps[1].Step != "balancer.drain" || steps[1].Status != record.StepFailed {
+		t.Fatalf("web-1 steps: %+v, want the drain and a failed drain again", steps)
+	}
+	if want := "before packages.install: web1 is back in service (ready/up, 0 sessions): drain web1: 2 of 4 servers in service, 1 would remain, minimum is 2: " + lb.ErrBelowMinimum.Error(); steps[1].Error != want {
+		t.Errorf("web-1's failed step: %q\nwant %q", steps[1].Error, want)
+	}
+	if v := s.fleet.Host("web-1").Installed()["hello-web"]; v != v100 {
+		t.Errorf("web-1 has %s, want it untouched at %s", v, v100)
+	}
+	// Not changed, it keeps serving; the guard let no drain through.
+	if got := s.balancer.Server("web1"); !got.Serving() {
+		t.Errorf("web1 = %+v, want it serving its old version", got)
+	}
+}

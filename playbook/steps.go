@@ -25,8 +25,10 @@ type Step interface {
 	Kind() string
 	// Describe says what the step does, for plans.
 	Describe() string
-	// changesHost reports whether the step may change the host, so that a
-	// failure after it leaves the host out of the balancer.
+	// changesHost reports whether the step may change the host (and so
+	// disrupt what it serves): a failure after it leaves the host out of
+	// the balancer, and between drain and enable the runner first confirms
+	// that the balancer still has the host out (see Runner.keepOut).
 	changesHost() bool
 	run(ctx context.Context, env *stepEnv) (output string, err error)
 }
@@ -633,8 +635,10 @@ func cmp(ds ...time.Duration) time.Duration {
 }
 
 // outputTail keeps the end of a command's output for the record: enough to
-// see why it failed without storing megabytes of dnf progress in Git.
+// see why it failed without storing megabytes of dnf progress in Git. When
+// that drops anything, its first line says how much there was.
 func outputTail(r transport.Result) string {
+	const maxLines, maxBytes = 20, 2000
 	out := strings.TrimRight(string(r.Stdout), "\n")
 	if errOut := strings.TrimRight(string(r.Stderr), "\n"); errOut != "" {
 		if out != "" {
@@ -642,7 +646,13 @@ func outputTail(r transport.Result) string {
 		}
 		out += errOut
 	}
-	return tail(out, 20, 2000)
+	kept := tail(out, maxLines, maxBytes)
+	// The transport may have dropped the start of a stream already.
+	total := max(r.StdoutBytes, int64(len(r.Stdout))) + max(r.StderrBytes, int64(len(r.Stderr)))
+	if total > int64(len(r.Stdout)+len(r.Stderr)) || strings.Count(out, "\n") >= maxLines || len(out) > maxBytes {
+		kept = fmt.Sprintf("[%d bytes of output, the last %d kept]\n%s", total, len(kept), kept)
+	}
+	return kept
 }
 
 func tail(s string, maxLines, maxBytes int) string {

@@ -78,6 +78,11 @@
 //     repository is opened (lieutenant processes decide this under one
 //     flock per repository).
 //
+//   - A stray file never blocks an environment: under runs/<env>/ only files
+//     named by a run id (and the .yaml host files in their run's directory)
+//     are read; anything else is skipped with a warning (WithWarnings). A
+//     run's file that does not validate is an error naming its path.
+//
 //   - Secrets never reach the repository: a token is only ever in memory,
 //     and a URL with a password is refused.
 package releases

@@ -42,6 +42,8 @@ type History struct {
 	branch   string
 	ref      plumbing.ReferenceName
 	identity Signature
+	// warn is told, in one line each, of files readers skip; nil: nobody.
+	warn func(msg string)
 }
 
 // History returns the history branch named branch (a branch name such as
@@ -60,6 +62,22 @@ func (h *History) WithIdentity(sig Signature) *History {
 	c := *h
 	c.identity = Signature{Name: sanitizeIdent(sig.Name, h.identity.Name), Email: sanitizeIdent(sig.Email, h.identity.Email)}
 	return &c
+}
+
+// WithWarnings returns a copy of h that tells warn, in one line each, of
+// the files on the branch its readers skip, such as a README.yaml among
+// an environment's runs: a stray file must not stop lieutenant from
+// reading the runs next to it.
+func (h *History) WithWarnings(warn func(msg string)) *History {
+	c := *h
+	c.warn = warn
+	return &c
+}
+
+func (h *History) warnf(format string, args ...any) {
+	if h.warn != nil {
+		h.warn(fmt.Sprintf(format, args...))
+	}
 }
 
 // Branch is the branch name, e.g. "lieutenant/runs".

@@ -27,6 +27,20 @@ func NewRunID(now time.Time) string {
 	return now.UTC().Format(runIDTime) + "-" + hex.EncodeToString(b[:])
 }
 
+// isRunID reports whether name is a run ID as NewRunID makes them: only
+// files so named are runs, whatever else someone put next to them.
+func isRunID(name string) bool {
+	stamp, suffix, ok := strings.Cut(name, "Z-")
+	if !ok || len(suffix) != 4 || strings.ToLower(suffix) != suffix {
+		return false
+	}
+	if _, err := hex.DecodeString(suffix); err != nil {
+		return false
+	}
+	_, err := time.Parse(runIDTime, stamp+"Z")
+	return err == nil
+}
+
 func checkRecordElem(e string) error {
 	if e == "" {
 		return fmt.Errorf("is empty")
@@ -40,7 +54,9 @@ func checkRecordElem(e string) error {
 // Records returns the records of env's runs on the branch tip, oldest
 // first, as their run files have them: enough for lists and decisions,
 // without the steps of the hosts that have files of their own (FindRun
-// reads those).
+// reads those). Only files named by a run id are runs: anything else
+// under runs/<env>/ is skipped with a warning (see WithWarnings); a run's
+// file that does not parse is an error.
 func (h *History) Records(ctx context.Context, env string) ([]*record.Run, error) {
 	if err := checkRecordElem(env); err != nil {
 		return nil, fmt.Errorf("run records: environment %w", err)
@@ -59,25 +75,41 @@ func (h *History) Records(ctx context.Context, env string) ([]*record.Run, error
 	if err != nil {
 		return nil, err
 	}
+	runFiles := map[string]bool{}
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), ".yaml"); ok && e.Type().IsRegular() && isRunID(id) {
+			runFiles[id] = true
+		}
+	}
 	var recs []*record.Run
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".yaml") {
-			continue
+		p := path.Join("runs", env, e.Name())
+		id, isYAML := strings.CutSuffix(e.Name(), ".yaml")
+		switch {
+		case isYAML && runFiles[id]:
+			rec, err := h.readRecord(snap, p, false)
+			if err != nil {
+				return nil, err
+			}
+			recs = append(recs, rec)
+		case runFiles[e.Name()] && e.IsDir():
+			// The run's host files, which FindRun reads.
+		default:
+			h.warnf("%s:%s is not a run record (runs/%s/ holds RUN.yaml and RUN/ for run ids such as %s); ignored",
+				h.branch, p, env, exampleRunID)
 		}
-		rec, err := h.readRecord(snap, path.Join("runs", env, e.Name()), false)
-		if err != nil {
-			return nil, err
-		}
-		recs = append(recs, rec)
 	}
 	return recs, nil
 }
 
+// exampleRunID shows what a run ID looks like, in messages.
+const exampleRunID = "2026-11-28T10-00-00Z-3f2a"
+
 // FindRun returns the whole record of run id, host files included,
 // whichever environment it was.
 func (h *History) FindRun(ctx context.Context, id string) (*record.Run, error) {
-	if err := checkRecordElem(id); err != nil {
-		return nil, fmt.Errorf("run %w", err)
+	if !isRunID(id) {
+		return nil, fmt.Errorf("run %q: not a run id (run ids look like %s; see lieutenant history --env ENV)", id, exampleRunID)
 	}
 	snap, err := h.snapshot(ctx)
 	if errors.Is(err, ErrNoHistory) {
@@ -107,7 +139,7 @@ func (h *History) readRecord(snap *Snapshot, p string, withHosts bool) (*record.
 	}
 	var hosts map[string][]byte
 	if withHosts {
-		hosts, err = hostFiles(snap, strings.TrimSuffix(p, ".yaml"))
+		hosts, err = h.hostFiles(snap, strings.TrimSuffix(p, ".yaml"))
 	}
 	var rec *record.Run
 	if err == nil {
@@ -123,8 +155,9 @@ func (h *History) readRecord(snap *Snapshot, p string, withHosts bool) (*record.
 }
 
 // hostFiles reads the host files in dir, by host name; none when there is
-// no such directory (a record written before hosts had files).
-func hostFiles(snap *Snapshot, dir string) (map[string][]byte, error) {
+// no such directory (a record written before hosts had files). What is not
+// a YAML file there is no host's, and is skipped with a warning.
+func (h *History) hostFiles(snap *Snapshot, dir string) (map[string][]byte, error) {
 	entries, err := snap.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -136,7 +169,8 @@ func hostFiles(snap *Snapshot, dir string) (map[string][]byte, error) {
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".yaml")
 		if !ok || !e.Type().IsRegular() {
-			return nil, fmt.Errorf("%s/%s is not a host file", dir, e.Name())
+			h.warnf("%s:%s/%s is not a host's file of the run (HOST.yaml); ignored", h.branch, dir, e.Name())
+			continue
 		}
 		if hosts[name], err = snap.ReadFile(path.Join(dir, e.Name())); err != nil {
 			return nil, err

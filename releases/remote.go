@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +34,10 @@ type RemoteAuth struct {
 	// token) as TokenUser, or "x-access-token" when that is empty.
 	Token     string
 	TokenUser string
+	// CABundle holds PEM certificates an HTTPS remote's certificate may
+	// chain to besides the system's (a self-hosted server's private CA).
+	// go-git then opens a connection per conversation.
+	CABundle []byte
 }
 
 // Remote is the Git remote the repository's branches are fetched from and
@@ -75,6 +81,15 @@ func (e *RemoteError) Error() string {
 
 func (e *RemoteError) Unwrap() error { return e.Err }
 
+// RemoteURLError is a remote URL refused before anything was contacted:
+// unparsable, an unsupported protocol, or one that would leak a secret.
+type RemoteURLError struct {
+	URL     string // redacted (see RedactURL)
+	Problem string // what is wrong and what to do
+}
+
+func (e *RemoteURLError) Error() string { return "remote " + e.URL + ": " + e.Problem }
+
 // UseRemote makes rem the remote of r: Fetch reads from it, and history
 // writes are pushed to it (see History). Without a remote, r is used on its
 // own, as before.
@@ -87,13 +102,23 @@ func (r *Repo) UseRemote(rem Remote) error {
 	}
 	ep, err := gittransport.NewEndpoint(rem.URL)
 	if err != nil {
-		return fmt.Errorf("remote %s: %w", redactURL(rem.URL), err)
+		// url.Parse's and go-git's messages quote the whole URL,
+		// credentials and all: only the reason is kept.
+		reason := "not a URL git understands"
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			reason += ": " + ue.Err.Error()
+		}
+		return &RemoteURLError{URL: RedactURL(rem.URL), Problem: reason + " (use ssh://, user@host:path, https://, file:// or a path)"}
 	}
 	rm := &remote{Remote: rem, endpoint: ep}
 	switch ep.Protocol {
 	case "ssh":
+		// scp-like user:password@host:path leaves the password in User.
+		if ep.Password != "" || strings.Contains(ep.User, ":") {
+			return &RemoteURLError{URL: RedactURL(rem.URL), Problem: "a password in an SSH URL is refused (it would reach logs, and it is never used): remove it and authenticate with a key (--git-identity or ssh-agent)"}
+		}
 		if rem.Auth.SSH == nil {
-			return fmt.Errorf("remote %s: an SSH remote needs SSH credentials", redactURL(rem.URL))
+			return fmt.Errorf("remote %s: an SSH remote needs SSH credentials", RedactURL(rem.URL))
 		}
 		user := ep.User
 		if user == "" {
@@ -101,10 +126,20 @@ func (r *Repo) UseRemote(rem Remote) error {
 		}
 		rm.wire = &sshWire{path: ep.Path, user: user, hostport: net.JoinHostPort(ep.Host, fmt.Sprint(portOr(ep.Port, 22))), config: rem.Auth.SSH}
 	case "http", "https":
-		if ep.Password != "" {
-			return fmt.Errorf("remote %s: put the token in LIEUTENANT_GIT_TOKEN, not in the URL, so it never reaches a log", redactURL(rem.URL))
+		clean := *ep
+		clean.User, clean.Password = "", ""
+		if ep.User != "" || ep.Password != "" {
+			// go-git would send the user part as basic auth, and every
+			// message naming the remote would show it.
+			return &RemoteURLError{URL: RedactURL(rem.URL), Problem: fmt.Sprintf(
+				"credentials in the URL are refused, so that they never reach a log: use %s (git remote set-url, in a clone) and put the token in LIEUTENANT_GIT_TOKEN", clean.String())}
 		}
 		if rem.Auth.Token != "" {
+			if ep.Protocol == "http" {
+				clean.Protocol = "https"
+				return &RemoteURLError{URL: RedactURL(rem.URL), Problem: fmt.Sprintf(
+					"LIEUTENANT_GIT_TOKEN would cross the network in clear over http://: use %s (or unset the token for a server that needs none)", clean.String())}
+			}
 			u := rem.Auth.TokenUser
 			if u == "" {
 				u = "x-access-token"
@@ -113,11 +148,14 @@ func (r *Repo) UseRemote(rem Remote) error {
 		}
 	case "file":
 		if _, err := os.Stat(ep.Path); err != nil {
-			return fmt.Errorf("remote %s: %w", rem.URL, err)
+			if errors.Is(err, fs.ErrNotExist) {
+				return &RemoteURLError{URL: RedactURL(rem.URL), Problem: "no such repository on this machine"}
+			}
+			return fmt.Errorf("remote %s: %w", RedactURL(rem.URL), err)
 		}
 		rm.wire = localWire{path: ep.Path}
 	default:
-		return fmt.Errorf("remote %s: unsupported protocol %q (use ssh, https or a path)", redactURL(rem.URL), ep.Protocol)
+		return &RemoteURLError{URL: RedactURL(rem.URL), Problem: fmt.Sprintf("unsupported protocol %q (use ssh, https or a path)", ep.Protocol)}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -151,7 +189,7 @@ func (r *Repo) RemoteURL() string {
 	if r.remote == nil {
 		return ""
 	}
-	return redactURL(r.remote.URL)
+	return RedactURL(r.remote.URL)
 }
 
 // RemoteName is the name of r's remote, "" without one.
@@ -169,6 +207,26 @@ func (r *Repo) Tracking(branch string) string {
 		return branch
 	}
 	return r.remote.Name + "/" + branch
+}
+
+// FetchedDefault is the remote's default branch as the last fetch or git
+// clone recorded it (refs/remotes/<remote>/HEAD), for reading without
+// contacting the remote; "" when none was recorded.
+func (r *Repo) FetchedDefault() string {
+	if r.remote == nil {
+		return ""
+	}
+	var branch string
+	r.locked(func() error {
+		head, err := r.storage.Reference(plumbing.NewRemoteHEADReferenceName(r.remote.Name))
+		if err == nil && head.Type() == plumbing.SymbolicReference {
+			if b, ok := strings.CutPrefix(head.Target().String(), "refs/remotes/"+r.remote.Name+"/"); ok {
+				branch = b
+			}
+		}
+		return nil
+	})
+	return branch
 }
 
 // FetchDefault fetches the branch the remote's HEAD points at, and
@@ -203,7 +261,7 @@ func (r *Repo) FetchDefault(ctx context.Context, branches ...string) (string, er
 func (r *Repo) defaultBranch(ctx context.Context) (string, error) {
 	var branch string
 	err := r.locked(func() error {
-		refs, err := r.remote.git.ListContext(ctx, &git.ListOptions{Auth: r.remote.auth})
+		refs, err := r.remote.git.ListContext(ctx, &git.ListOptions{Auth: r.remote.auth, CABundle: r.remote.Auth.CABundle})
 		if err != nil {
 			return r.remote.fail("list", "", err)
 		}
@@ -253,14 +311,14 @@ func (r *Repo) fetch(ctx context.Context, branches ...string) error {
 		specs[i] = trackingSpec(rm.Name, b)
 	}
 	// One round trip when every branch exists, which is the usual case.
-	err := rm.git.FetchContext(ctx, &git.FetchOptions{RemoteName: rm.Name, RefSpecs: specs, Auth: rm.auth, Tags: git.NoTags})
+	err := rm.git.FetchContext(ctx, &git.FetchOptions{RemoteName: rm.Name, RefSpecs: specs, Auth: rm.auth, CABundle: rm.Auth.CABundle, Tags: git.NoTags})
 	if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil
 	}
 	if !errors.Is(err, git.NoMatchingRefSpecError{}) {
 		return rm.fail("fetch", strings.Join(branches, ", "), err)
 	}
-	refs, err := rm.git.ListContext(ctx, &git.ListOptions{Auth: rm.auth})
+	refs, err := rm.git.ListContext(ctx, &git.ListOptions{Auth: rm.auth, CABundle: rm.Auth.CABundle})
 	if err != nil {
 		return rm.fail("fetch", strings.Join(branches, ", "), err)
 	}
@@ -282,7 +340,7 @@ func (r *Repo) fetch(ctx context.Context, branches ...string) error {
 	if len(specs) == 0 {
 		return nil
 	}
-	err = rm.git.FetchContext(ctx, &git.FetchOptions{RemoteName: rm.Name, RefSpecs: specs, Auth: rm.auth, Tags: git.NoTags})
+	err = rm.git.FetchContext(ctx, &git.FetchOptions{RemoteName: rm.Name, RefSpecs: specs, Auth: rm.auth, CABundle: rm.Auth.CABundle, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return rm.fail("fetch", strings.Join(branches, ", "), err)
 	}
@@ -318,6 +376,7 @@ func (r *Repo) push(ctx context.Context, branch string, commit, old plumbing.Has
 		RemoteName: rm.Name,
 		RefSpecs:   []config.RefSpec{config.RefSpec(src + ":" + dst)},
 		Auth:       rm.auth,
+		CABundle:   rm.Auth.CABundle,
 		Progress:   &said,
 	}
 	if !old.IsZero() {
@@ -337,17 +396,48 @@ func trackingSpec(remote, branch string) config.RefSpec {
 }
 
 func (rm *remote) fail(op, ref string, err error) error {
-	return &RemoteError{Op: op, Remote: redactURL(rm.URL), Ref: ref, Err: err}
+	return &RemoteError{Op: op, Remote: RedactURL(rm.URL), Ref: ref, Err: err}
 }
 
-// redactURL drops a password from a URL before it is shown.
-func redactURL(u string) string {
-	ep, err := gittransport.NewEndpoint(u)
-	if err != nil || ep.Password == "" {
-		return u
+// redacted replaces credentials in a URL that is shown.
+const redacted = "REDACTED"
+
+// RedactURL is s, a remote URL or a path, as it may be shown: the whole
+// user part of a URL becomes REDACTED (a token is often sent as the user
+// name), except in SSH URLs, whose user is a login name that messages
+// about authentication need; there only a password is replaced. It works
+// on the text, so that a URL that does not parse is redacted too.
+func RedactURL(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		// scp-like: user@host:path, the user before any slash.
+		at := strings.Index(s, "@")
+		if at < 0 || strings.Contains(s[:at], "/") {
+			return s
+		}
+		return redactUserinfo("ssh", s[:at]) + s[at:]
 	}
-	ep.Password = ""
-	return ep.String()
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	// The last @ of the authority ends the user part, as net/url reads it.
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return s
+	}
+	return scheme + "://" + redactUserinfo(scheme, rest[:at]) + rest[at:]
+}
+
+func redactUserinfo(scheme, userinfo string) string {
+	switch strings.ToLower(scheme) {
+	case "ssh", "git+ssh", "ssh+git":
+		if user, _, ok := strings.Cut(userinfo, ":"); ok {
+			return user + ":" + redacted
+		}
+		return userinfo
+	}
+	return redacted
 }
 
 func portOr(p, def int) int {

@@ -2,6 +2,7 @@ package releases_test
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/lieutenant-deploy/lieutenant/releases"
 	"github.com/lieutenant-deploy/lieutenant/testenv"
@@ -276,15 +279,16 @@ func TestRemoteUnreachableIsNamed(t *testing.T) {
 	}
 }
 
-// An HTTPS-style remote with a token: real `git http-backend` behind basic
-// auth, as GitHub and GitLab take tokens.
-func TestRemoteOverHTTPWithToken(t *testing.T) {
+// An HTTP remote: real `git http-backend`, over HTTPS with a token as
+// basic auth (as GitHub and GitLab take tokens), and over plain HTTP
+// without one.
+func TestRemoteOverHTTPSWithToken(t *testing.T) {
 	bins := testenv.RequireBinaries(t, "git")
 	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
 	testenv.Git(t, bare, "config", "http.receivepack", "true")
 	backend := &cgi.Handler{Path: bins["git"], Args: []string{"http-backend"},
 		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1"}}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, tok, ok := r.BasicAuth(); !ok || tok != "s3cret" {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "token required", http.StatusUnauthorized)
@@ -292,24 +296,30 @@ func TestRemoteOverHTTPWithToken(t *testing.T) {
 		}
 		backend.ServeHTTP(w, r)
 	}))
+	defer tlsSrv.Close()
+	plainSrv := httptest.NewUnstartedServer(backend)
 	var conns atomic.Int64
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+	plainSrv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
 	}
-	srv.Start()
-	defer srv.Close()
-	url := srv.URL + "/" + filepath.Base(bare)
+	plainSrv.Start()
+	defer plainSrv.Close()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw})
 	ctx := context.Background()
 
-	open := func(token string) *releases.History {
+	open := func(url, token string) *releases.History {
 		r, err := releases.InitCache(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
-		if err := r.UseRemote(releases.Remote{URL: url, Auth: releases.RemoteAuth{Token: token}}); err != nil {
+		auth := releases.RemoteAuth{Token: token}
+		if strings.HasPrefix(url, "https:") {
+			auth.CABundle = ca
+		}
+		if err := r.UseRemote(releases.Remote{URL: url, Auth: auth}); err != nil {
 			t.Fatal(err)
 		}
 		h, err := r.History(releases.DefaultHistoryBranch)
@@ -318,26 +328,95 @@ func TestRemoteOverHTTPWithToken(t *testing.T) {
 		}
 		return h
 	}
-	h := open("s3cret")
-	if err := h.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"a", "b", "c"} {
-		if _, err := h.Put(ctx, "runs/production/"+f+".yaml", []byte(f+"\n"), f); err != nil {
+	put := func(h *releases.History, files ...string) {
+		t.Helper()
+		if err := h.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
+		for _, f := range files {
+			if _, err := h.Put(ctx, "runs/production/"+f+".yaml", []byte(f+"\n"), f); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
+	httpsURL := tlsSrv.URL + "/" + filepath.Base(bare)
+	put(open(httpsURL, "s3cret"), "a")
 	if got := testenv.Git(t, bare, "show", "lieutenant/runs:runs/production/a.yaml"); got != "a" {
 		t.Errorf("remote has %q", got)
 	}
+	err := open(httpsURL, "wrong").Refresh(ctx)
+	if err == nil || !strings.Contains(err.Error(), httpsURL) || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("a wrong token: %v (want the remote named, the token not)", err)
+	}
+
 	// One fetch and three pushes, each several requests: HTTP keep-alive
 	// carries them all on one connection.
+	put(open(plainSrv.URL+"/"+filepath.Base(bare), ""), "b", "c", "d")
+	if got := testenv.Git(t, bare, "show", "lieutenant/runs:runs/production/d.yaml"); got != "d" {
+		t.Errorf("remote has %q", got)
+	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d connections to the HTTP remote for a fetch and three pushes, want 1", n)
 	}
-	err := open("wrong").Refresh(ctx)
-	if err == nil || !strings.Contains(err.Error(), url) || strings.Contains(err.Error(), "wrong") {
-		t.Errorf("a wrong token: %v (want the remote named, the token not)", err)
+}
+
+// A URL that would leak a secret is refused before anything is sent: a
+// token over plain HTTP, credentials in the URL (go-git would send the
+// user part as basic auth), a password in an SSH URL.
+func TestRemoteURLsThatLeakAreRefused(t *testing.T) {
+	host := testenv.UntouchedServer(t)
+	sshConfig := func(string, string) (*ssh.ClientConfig, func(), error) { return nil, nil, errors.New("not used") }
+	for _, tc := range []struct {
+		url, token, want string
+	}{
+		{"http://" + host + "/deploy.git", "ghp_s3cret", "remote http://" + host + "/deploy.git: LIEUTENANT_GIT_TOKEN would cross the network in clear over http://: use https://" + host + "/deploy.git"},
+		{"http://ghp_s3cret@" + host + "/deploy.git", "", "remote http://REDACTED@" + host + "/deploy.git: credentials in the URL are refused, so that they never reach a log: use http://" + host + "/deploy.git"},
+		{"https://x-access-token:ghp_s3cret@github.com/acme/deploy.git", "", "remote https://REDACTED@github.com/acme/deploy.git: credentials in the URL are refused, so that they never reach a log: use https://github.com/acme/deploy.git"},
+		{"https://ghp_s3cret@github.com/acme/deploy.git", "ghp_other", "remote https://REDACTED@github.com/acme/deploy.git: credentials in the URL"},
+		{"ssh://deploy:ghp_s3cret@git.example/srv/deploy.git", "", "remote ssh://deploy:REDACTED@git.example/srv/deploy.git: a password in an SSH URL is refused"},
+		{"deploy:ghp_s3cret@git.example:srv/deploy.git", "", "remote deploy:REDACTED@git.example:srv/deploy.git: a password in an SSH URL is refused"},
+		{"https://ghp_s3cret@exa mple/deploy.git", "", "remote https://REDACTED@exa mple/deploy.git: not a URL git understands: invalid character \" \" in host name"},
+	} {
+		r, err := releases.InitCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.UseRemote(releases.Remote{URL: tc.url, Auth: releases.RemoteAuth{Token: tc.token, SSH: sshConfig}})
+		r.Close()
+		var bad *releases.RemoteURLError
+		if !errors.As(err, &bad) || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("UseRemote(%s) with token %q:\n got %v\nwant a RemoteURLError starting %q", tc.url, tc.token, err, tc.want)
+		}
+	}
+	// Without a token, plain HTTP (a test server) stays allowed.
+	r, err := releases.InitCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.UseRemote(releases.Remote{URL: "http://" + host + "/deploy.git"}); err != nil {
+		t.Errorf("plain HTTP without a token: %v", err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://ghp_TOKEN@github.com/acme/deploy.git":       "https://REDACTED@github.com/acme/deploy.git",
+		"https://bot:hunter2@gitlab.example/acme/deploy.git": "https://REDACTED@gitlab.example/acme/deploy.git",
+		"HTTP://a@b@host:8080/x?y=1":                         "HTTP://REDACTED@host:8080/x?y=1",
+		"https://github.com/acme/deploy.git":                 "https://github.com/acme/deploy.git",
+		"https://github.com/acme/user@deploy.git":            "https://github.com/acme/user@deploy.git",
+		"ssh://deploy@git.example:2222/srv/deploy.git":       "ssh://deploy@git.example:2222/srv/deploy.git",
+		"ssh://deploy:pw@git.example/srv/deploy.git":         "ssh://deploy:REDACTED@git.example/srv/deploy.git",
+		"git@github.com:acme/deploy.git":                     "git@github.com:acme/deploy.git",
+		"deploy:pw@git.example:srv/deploy.git":               "deploy:REDACTED@git.example:srv/deploy.git",
+		"file:///srv/git/deploy.git":                         "file:///srv/git/deploy.git",
+		"/srv/git/a@b.git":                                   "/srv/git/a@b.git",
+		"https://tok@exa mple/not a url":                     "https://REDACTED@exa mple/not a url",
+	} {
+		if got := releases.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
@@ -361,10 +440,6 @@ func TestRemoteURLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = r.UseRemote(releases.Remote{URL: "https://bot:hunter2@gitlab.example/acme/deploy.git"})
-	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "LIEUTENANT_GIT_TOKEN") {
-		t.Errorf("a password in the URL: %v", err)
-	}
 	if err := r.UseRemote(releases.Remote{URL: "ssh://git@host/deploy.git"}); err == nil {
 		t.Error("an SSH remote without SSH credentials was accepted")
 	}
@@ -548,5 +623,31 @@ func TestRemoteWithNothingToReadFailsAtOnce(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") || time.Since(start) > 5*time.Second {
 			t.Errorf("%s: FetchDefault = %v after %s; want one line saying %q, at once", tc.url, err, time.Since(start).Round(time.Millisecond), tc.want)
 		}
+	}
+}
+
+// TestRemoteHooksSeeNoSecrets: git receive-pack, started by lieutenant for
+// a remote on this machine, runs the remote's hooks; they must not see
+// lieutenant's secrets.
+func TestRemoteHooksSeeNoSecrets(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	const token = "ghp_hooks-must-not-see-this"
+	t.Setenv("LIEUTENANT_GIT_TOKEN", token)
+	bare := testenv.NewBareGitRepo(t, map[string]string{"lieutenant.yaml": "environments: {}\n"})
+	seen := filepath.Join(t.TempDir(), "hook-env")
+	hook := filepath.Join(bare, "hooks", "pre-receive")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\nenv >"+seen+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := remoteHistory(t, cloneOf(t, bare))
+	if _, err := h.Put(context.Background(), "runs/production/one.yaml", []byte("one\n"), "write one"); err != nil {
+		t.Fatal(err)
+	}
+	env, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatalf("the pre-receive hook did not run: %v", err)
+	}
+	if strings.Contains(string(env), token) || strings.Contains(string(env), "LIEUTENANT_GIT_TOKEN") {
+		t.Errorf("the remote's hook saw lieutenant's token:\n%s", env)
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/lieutenant-deploy/lieutenant/transport"
 )
 
 // lieutenant speaks Git's smart protocol itself to SSH and local remotes
@@ -242,7 +244,9 @@ var repoEnv = []string{"GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CO
 
 func (w localWire) converse(ctx context.Context, service string) (*conversation, error) {
 	cmd := exec.CommandContext(ctx, "git", strings.TrimPrefix(service, "git-"), w.path)
-	for _, kv := range os.Environ() {
+	// The service needs no secret of lieutenant's: a pre-receive hook runs
+	// with this environment.
+	for _, kv := range transport.ScrubEnv(os.Environ()) {
 		if name, _, _ := strings.Cut(kv, "="); !slices.Contains(repoEnv, name) {
 			cmd.Env = append(cmd.Env, kv)
 		}

@@ -234,6 +234,10 @@ func (h *FakeHost) Run(ctx context.Context, cmd transport.Command) (transport.Re
 		err = cerr
 	}
 	res := transport.Result{Stdout: []byte(stdout), Stderr: []byte(stderr), ExitStatus: status, Duration: time.Since(start)}
+	if cmd.MaxOutput > 0 && len(stdout) > cmd.MaxOutput {
+		res.Stdout, res.ExitStatus = res.Stdout[:cmd.MaxOutput], -1
+		return res, fmt.Errorf("run on %s: %s: %w", h.Name, cmd, transport.OutputLimitError(cmd.MaxOutput))
+	}
 	if err != nil {
 		res.ExitStatus = -1 // its end was not seen, as the contract has it
 		return res, fmt.Errorf("run on %s: %w", h.Name, err)

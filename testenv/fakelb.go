@@ -114,6 +114,23 @@ func (f *FakeBalancer) SetAdmin(server string, admin lb.Admin) {
 	f.notify()
 }
 
+// Restart does what restarting the balancer (or reloading it without a
+// server-state file) does to its servers: every one is back ready, out of
+// maintenance and drain, and its open sessions are cut. Like HAProxy, it
+// starts them up without waiting for a check. A drain or an enable under
+// way is not interrupted; it sees the new state at its next look.
+func (f *FakeBalancer) Restart() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.servers {
+		s.admin = lb.AdminReady
+		s.sessions = 0
+		s.killEpoch++
+		s.checkAt = time.Time{}
+	}
+	f.notify()
+}
+
 // SetCheckDelay sets how long after an enable the first health check
 // reports; until then the server shows down.
 func (f *FakeBalancer) SetCheckDelay(d time.Duration) {

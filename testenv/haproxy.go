@@ -34,8 +34,13 @@ type HAProxy struct {
 	Servers     []string // server names, in the order of the addresses given
 	ConfigPath  string
 
-	out  *SafeBuffer   // haproxy's stderr and stdout (its log, with -db)
-	done chan struct{} // closed when the process has exited
+	out   *SafeBuffer // haproxy's stderr and stdout (its log, with -db)
+	bin   string
+	inter time.Duration
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
 }
 
 type haproxyConfig struct {
@@ -170,31 +175,54 @@ func startHAProxy(t testing.TB, bin string, cfg haproxyConfig) (*HAProxy, error)
 		Backend:     cfg.Backend,
 		ConfigPath:  path,
 		out:         &SafeBuffer{},
-		done:        make(chan struct{}),
+		bin:         bin,
+		inter:       cfg.Inter,
 	}
 	for _, s := range cfg.Servers {
 		h.Servers = append(h.Servers, s.Name)
 	}
-	cmd := exec.Command(bin, "-db", "-f", path)
-	cmd.Dir = dir
+	if err := h.launch(); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() {
+		h.stop()
+		if t.Failed() {
+			t.Logf("haproxy %s log:\n%s", path, h.out.String())
+		}
+	})
+	return h, nil
+}
+
+// Restart stops haproxy and starts it again from its configuration, with
+// no server-state file, as `systemctl restart haproxy` does: every server
+// is back in service, whatever maintenance or drain it was in. It returns
+// once the new process answers and has checked every server. It may be
+// called from any goroutine, hence the error instead of a t.Fatal.
+func (h *HAProxy) Restart() error {
+	h.stop()
+	if err := h.launch(); err != nil {
+		return fmt.Errorf("restart haproxy: %w", err)
+	}
+	return nil
+}
+
+// launch starts the process and waits until it is ready.
+func (h *HAProxy) launch() error {
+	cmd := exec.Command(h.bin, "-db", "-f", h.ConfigPath)
+	cmd.Dir = filepath.Dir(h.ConfigPath)
 	cmd.Stdout, cmd.Stderr = h.out, h.out
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return fmt.Errorf("starting %s: %w", h.bin, err)
 	}
+	done := make(chan struct{})
 	var waitErr error
 	go func() {
 		waitErr = cmd.Wait()
-		close(h.done)
+		close(done)
 	}()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM) // hard stop: open sessions are cut
-		select {
-		case <-h.done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-h.done
-		}
-	}
+	h.mu.Lock()
+	h.cmd, h.done = cmd, done
+	h.mu.Unlock()
 
 	// Ready when our process's runtime API answers and every server has a
 	// check result. The ports were free when picked, but another test's
@@ -204,30 +232,37 @@ func startHAProxy(t testing.TB, bin string, cfg haproxyConfig) (*HAProxy, error)
 	ours := false
 	for {
 		select {
-		case <-h.done:
-			return nil, fmt.Errorf("haproxy exited (%v): %s", waitErr, h.out.String())
+		case <-done:
+			return fmt.Errorf("haproxy exited (%v): %s", waitErr, h.out.String())
 		default:
 		}
 		if !ours {
 			ours = h.answersAs(cmd.Process.Pid)
 		}
 		// Checks far apart (a test of slow checks) are not waited for.
-		if ours && (cfg.Inter > 5*time.Second || h.checked()) {
-			break
+		if ours && (h.inter > 5*time.Second || h.checked()) {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("haproxy not ready after 10s: %s", h.out.String())
+			h.stop()
+			return fmt.Errorf("haproxy not ready after 10s: %s", h.out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("haproxy %s log:\n%s", path, h.out.String())
-		}
-	})
-	return h, nil
+}
+
+// stop ends the process: a hard stop, open sessions are cut.
+func (h *HAProxy) stop() {
+	h.mu.Lock()
+	cmd, done := h.cmd, h.done
+	h.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
 }
 
 // answersAs reports whether the runtime API is process pid's: "show info"

@@ -27,6 +27,12 @@
 //     sudo when the command ran with it). What the command started in a
 //     process group of its own may outlive it, which is why the contract
 //     calls the effect of a stopped command unknown.
+//   - A command's output costs bounded memory: a Result keeps the last
+//     DefaultOutputTail bytes of each stream, or, for output read whole
+//     (Command.MaxOutput), that much at most, more being an error.
+//   - lieutenant's secrets (SecretEnv) stay in lieutenant: Local's commands
+//     run without those variables, and their values are replaced by
+//     Redacted in all captured output (Tail), before it is kept.
 //   - Connectors hold no package-level state; each is safe for concurrent
 //     use and releases everything on Close.
 package transport

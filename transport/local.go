@@ -3,10 +3,10 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -21,16 +21,19 @@ import (
 // runs on, whatever the host's address: for a host that is this machine, for
 // tests and for the demo. Commands run without a shell (os/exec), so each
 // argument arrives verbatim; Sudo prefixes `sudo -n --`. Each command gets
-// its own process group, which is killed when ctx ends. It is safe for
+// its own process group, which is killed when ctx ends, and lieutenant's
+// environment without the variables of SecretEnv. It is safe for
 // concurrent use.
 type Local struct {
-	closed atomic.Bool
+	secrets Secrets // redacted from output
+	closed  atomic.Bool
 }
 
 var _ Connector = (*Local)(nil)
 
-// NewLocal returns a Local Connector.
-func NewLocal() *Local { return &Local{} }
+// NewLocal returns a Local Connector. The values of SecretEnv are read now,
+// to be redacted from the output of its commands.
+func NewLocal() *Local { return &Local{secrets: SecretsFromEnv()} }
 
 // Connect returns a Runner named after h.Name ("localhost" when empty); it
 // opens nothing, so it fails only when ctx is done or l is closed.
@@ -72,23 +75,25 @@ func (r *localRunner) Run(ctx context.Context, cmd Command) (Result, error) {
 	return res, nil
 }
 
-func (r *localRunner) run(ctx context.Context, cmd Command) (Result, error) {
+func (r *localRunner) run(parent context.Context, cmd Command) (Result, error) {
 	if err := cmd.check(); err != nil {
 		return Result{ExitStatus: -1}, err
 	}
 	if r.l.closed.Load() {
 		return Result{ExitStatus: -1}, ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
+	if err := parent.Err(); err != nil {
 		return Result{ExitStatus: -1}, err
 	}
+	ctx, cancel, out := newCapture(parent, cmd, r.l.secrets)
+	defer cancel()
 	args := cmd.Args
 	if cmd.Sudo {
 		args = append([]string{"sudo", "-n", "--"}, args...)
 	}
 	c := exec.CommandContext(ctx, args[0], args[1:]...)
-	var stdout, stderr bytes.Buffer
-	c.Stdout, c.Stderr = &stdout, &stderr
+	c.Stdout, c.Stderr = out.stdout, out.stderr
+	c.Env = ScrubEnv(os.Environ())
 	// A process group of its own lets ctx kill the command's children too,
 	// and keeps a Ctrl-C at lieutenant's terminal from reaching commands
 	// directly: lieutenant decides how to stop them.
@@ -98,17 +103,22 @@ func (r *localRunner) run(ctx context.Context, cmd Command) (Result, error) {
 
 	start := time.Now()
 	err := c.Run()
-	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Duration: time.Since(start), ExitStatus: -1}
+	res := Result{Duration: time.Since(start), ExitStatus: -1}
+	out.fill(&res)
 	if c.ProcessState != nil {
 		res.ExitStatus = c.ProcessState.ExitCode()
+	}
+	if err := out.limitErr(parent); err != nil {
+		res.ExitStatus = -1
+		return res, err
 	}
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
 		return res, nil
-	case ctx.Err() != nil:
+	case parent.Err() != nil:
 		res.ExitStatus = -1
-		return res, ctx.Err()
+		return res, parent.Err()
 	case errors.Is(err, exec.ErrWaitDelay):
 		// The command exited 0; a child it left behind holds its output.
 		return res, nil

@@ -76,6 +76,7 @@ type SSH struct {
 	hostKeys   *knownhosts.HostKeyDB
 	identities []identity // from IdentityFiles, in order
 	agentSock  string     // "" when no agent is used
+	secrets    Secrets    // redacted from output, read from the environment by NewSSH
 
 	dials      atomic.Int64
 	closed     atomic.Bool
@@ -154,7 +155,8 @@ func NewSSH(cfg SSHConfig) (*SSH, error) {
 		return nil, fmt.Errorf("ssh: read known_hosts: %w", err)
 	}
 
-	s := &SSH{cfg: cfg, hostKeys: db, hosts: make(map[string]*hostConn), handshakes: make(chan struct{}, cfg.MaxHandshakes)}
+	s := &SSH{cfg: cfg, hostKeys: db, hosts: make(map[string]*hostConn), handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		secrets: SecretsFromEnv()}
 	var agentKeys []*agent.Key
 	if sock := os.Getenv("SSH_AUTH_SOCK"); cfg.UseAgent && sock != "" {
 		s.agentSock = sock
@@ -767,13 +769,15 @@ func (r *sshRunner) Run(ctx context.Context, cmd Command) (Result, error) {
 	return res, nil
 }
 
-func (c *hostConn) run(ctx context.Context, cmd Command) (Result, error) {
+func (c *hostConn) run(parent context.Context, cmd Command) (Result, error) {
 	if err := cmd.check(); err != nil {
 		return Result{ExitStatus: -1}, err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := parent.Err(); err != nil {
 		return Result{ExitStatus: -1}, err
 	}
+	ctx, cancel, out := newCapture(parent, cmd, c.ssh.secrets)
+	defer cancel()
 	start := time.Now()
 	select {
 	case c.slots <- struct{}{}:
@@ -787,9 +791,8 @@ func (c *hostConn) run(ctx context.Context, cmd Command) (Result, error) {
 		return Result{ExitStatus: -1}, err
 	}
 
-	var stdout, stderrBuf lockedBuffer
-	stderr := &stderrFilter{out: &stderrBuf, pidSeen: make(chan struct{})}
-	sess.Stdout, sess.Stderr = &stdout, stderr
+	stderr := &stderrFilter{out: out.stderr, pidSeen: make(chan struct{})}
+	sess.Stdout, sess.Stderr = out.stdout, stderr
 	var (
 		mu        sync.Mutex
 		started   bool // the exec request is on its way
@@ -825,11 +828,20 @@ func (c *hostConn) run(ctx context.Context, cmd Command) (Result, error) {
 		if kill {
 			go c.stop(cl, sess, stderr, cmd.Sudo, done)
 		}
-		return Result{Stdout: stdout.Bytes(), Stderr: stderrBuf.Bytes(), ExitStatus: -1, Duration: time.Since(start)},
-			ctx.Err()
+		res := Result{ExitStatus: -1, Duration: time.Since(start)}
+		out.fill(&res)
+		if err := out.limitErr(parent); err != nil {
+			return res, err
+		}
+		return res, parent.Err()
 	}
 
-	res := Result{Stdout: stdout.Bytes(), Stderr: stderrBuf.Bytes(), Duration: time.Since(start)}
+	res := Result{Duration: time.Since(start)}
+	out.fill(&res)
+	if err := out.limitErr(parent); err != nil {
+		res.ExitStatus = -1
+		return res, err
+	}
 	var exitErr *ssh.ExitError
 	var missing *ssh.ExitMissingError
 	switch {
@@ -843,8 +855,8 @@ func (c *hostConn) run(ctx context.Context, cmd Command) (Result, error) {
 	switch {
 	case c.ssh.closed.Load():
 		return res, ErrClosed
-	case ctx.Err() != nil:
-		return res, ctx.Err()
+	case parent.Err() != nil:
+		return res, parent.Err()
 	case errors.As(err, &missing):
 		return res, fmt.Errorf("no exit status arrived, so the connection was probably lost and the "+
 			"command's effect is unknown: %w", err)
@@ -956,7 +968,7 @@ func (c *hostConn) stop(cl *ssh.Client, sess *ssh.Session, stderr *stderrFilter,
 // carries the PID. Lines before it (from the login shell's startup files)
 // are passed on too.
 type stderrFilter struct {
-	out     *lockedBuffer
+	out     *Tail
 	pidSeen chan struct{} // closed once pid is set
 
 	mu      sync.Mutex
@@ -1008,23 +1020,4 @@ func (f *stderrFilter) flushLocked() {
 		f.out.Write(f.pending)
 		f.pending = nil
 	}
-}
-
-// lockedBuffer collects output that a session goroutine may still be writing
-// when Run returns early.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
 }

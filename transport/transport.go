@@ -25,6 +25,11 @@ type Command struct {
 	// Sudo runs the command as root through `sudo -n --`, which fails at once
 	// instead of prompting when a password would be needed.
 	Sudo bool
+	// MaxOutput, when above 0, is for output that is read whole (parsed):
+	// Result.Stdout holds all of it, and a command that writes more than
+	// MaxOutput bytes to stdout is stopped and fails with an error wrapping
+	// ErrOutputLimit. 0 keeps the last DefaultOutputTail bytes.
+	MaxOutput int
 }
 
 // String is the command as a reader would type it, for logs and errors. It
@@ -62,8 +67,15 @@ func (c Command) check() error {
 
 // Result is what a finished command left behind.
 type Result struct {
+	// Stdout and Stderr are the last DefaultOutputTail bytes of each stream
+	// (all of stdout up to Command.MaxOutput when that is set), with the
+	// value of every secret the adapter knows replaced by Redacted.
 	Stdout []byte
 	Stderr []byte
+	// StdoutBytes and StderrBytes are the sizes of the whole streams (after
+	// that replacement): more than len(Stdout) when its start was dropped.
+	// Runners that keep everything may leave them 0.
+	StdoutBytes, StderrBytes int64
 	// ExitStatus is the command's exit status (128+N when signal N ended
 	// it), or -1 when its end was not seen: it could not start, ctx ended
 	// first, or the connection was lost.
@@ -125,6 +137,10 @@ func IsPermanent(err error) bool {
 //     with an error wrapping ctx.Err(); the command's effect is then unknown.
 //   - Any other error means the command could not be run or its end was not
 //     seen (connection lost); its effect is unknown.
+//   - The Result keeps a bounded tail of each output stream (see Result), so
+//     a command's output costs bounded memory however much it prints; with
+//     Command.MaxOutput set, more stdout than that is an error wrapping
+//     ErrOutputLimit.
 //   - A Runner is safe for concurrent use.
 type Runner interface {
 	Run(ctx context.Context, cmd Command) (Result, error)

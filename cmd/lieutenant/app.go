@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"strings"
 
@@ -68,8 +69,27 @@ batches). Every run is recorded in files on the history branch (lieutenant/runs)
 }
 
 func envFlag() cli.Flag {
-	return &cli.StringFlag{Name: "env", Aliases: []string{"e"}, Usage: "environment from lieutenant.yaml (required)"}
+	return &cli.GenericFlag{Name: "env", Aliases: []string{"e"}, Value: &onceValue{what: "environment"}, Usage: "environment from lieutenant.yaml (required)"}
 }
+
+// onceValue is a flag value given at most once: a StringFlag keeps the
+// last of --env staging --env production, and the command would act on an
+// environment the user may not have meant.
+type onceValue struct {
+	what  string
+	value string
+	set   bool
+}
+
+func (o *onceValue) Set(s string) error {
+	if o.set {
+		return fmt.Errorf("given twice (%s and %s): name one %s", o.value, s, o.what)
+	}
+	o.value, o.set = s, true
+	return nil
+}
+
+func (o *onceValue) String() string { return o.value }
 
 func outputFlag() cli.Flag {
 	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"}

@@ -65,7 +65,7 @@ func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) 
 		}()
 	})
 	asked := time.Now()
-	fmt.Fprintf(p.out, "\nBatch %d of %d done; at %s: %s.\nContinue with batch %d (%s)? [y/N] ",
+	fmt.Fprintf(p.out, "\nBatch %d of %d done; at %s: %s.\nContinue with batch %d (%s)? [yes/no] ",
 		req.AfterBatch, req.Batches, req.Release, strings.Join(req.Done, ", "), req.AfterBatch+1, strings.Join(req.Next, ", "))
 	for {
 		select {
@@ -73,12 +73,21 @@ func (p *promptApprover) Approve(ctx context.Context, req playbook.GateRequest) 
 			return false, p.by, ctx.Err()
 		case a, ok := <-p.lines:
 			if !ok {
+				// No answer from here: a decision in Git, or the timeout, ends the wait.
 				return false, p.by, fmt.Errorf("the terminal closed")
 			}
 			if a.at.Before(asked) {
 				continue
 			}
-			return a.text == "y" || a.text == "yes", p.by, nil
+			// Only an explicit answer decides: a stray Enter must not abort
+			// a release half done, nor anything but yes continue it.
+			switch a.text {
+			case "y", "yes":
+				return true, p.by, nil
+			case "n", "no":
+				return false, p.by, nil
+			}
+			fmt.Fprintf(p.out, "Please answer yes or no: continue with batch %d? [yes/no] ", req.AfterBatch+1)
 		}
 	}
 }

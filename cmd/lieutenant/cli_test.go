@@ -102,7 +102,7 @@ func TestCLI(t *testing.T) {
 		{name: "run-invalid-nothing-touched", args: "run --env production --yes", code: exitInvalid, files: map[string]string{
 			"playbooks/web.yaml": "hosts: web\nsteps:\n  - servce.restart: hello-web\n",
 		}},
-		{name: "unknown-revision", args: "--rev v9.9 validate", code: exitError},
+		{name: "unknown-revision", args: "--rev v9.9 validate", code: exitInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,7 +121,7 @@ func TestCLI(t *testing.T) {
 
 func TestNotARepository(t *testing.T) {
 	_, stderr, code := lieutenant(t, t.TempDir(), "validate")
-	if code != exitError || !strings.Contains(stderr, "not a git repository") {
+	if code != exitInvalid || !strings.Contains(stderr, "not a git repository") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 }

@@ -66,7 +66,7 @@ func lockCommand(s streams) *cli.Command {
 				Name:  "status",
 				Usage: "who holds each environment's lock, since when, for which release",
 				// Not envFlag: here --env is optional.
-				Flags: []cli.Flag{&cli.StringFlag{Name: "environment", Aliases: []string{"env", "e"}, Usage: "only this environment"}, outputFlag()},
+				Flags: []cli.Flag{&cli.GenericFlag{Name: "environment", Aliases: []string{"env", "e"}, Value: &onceValue{what: "environment"}, Usage: "only this environment"}, outputFlag()},
 				Action: func(c *cli.Context) error {
 					if err := checkUsage(c); err != nil {
 						return err

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -42,20 +45,28 @@ type source struct {
 	// early is the inspection made while the branch was fetched (run
 	// only), nil when none was.
 	early *earlyInspection
+	// warn prints a warning on stderr, such as a stray file among runs.
+	warn func(msg string)
 }
 
 // openSource opens --repo and, with a remote, fetches the manifest branch.
 // With headFirst, a local repository is used without its remote unless
 // --remote or --branch asks for it. With inspect, a clone's hosts are
-// inspected while the branch is fetched (see earlyInspection).
+// inspected while the branch is fetched (see earlyInspection). A command
+// with --offline set (plan) contacts nothing: a clone's branch is read as
+// last fetched.
 func openSource(c *cli.Context, headFirst, inspect bool) (*source, error) {
 	arg := c.String("repo")
-	src := &source{cleanup: func() {}}
+	offline := c.Bool("offline")
+	src := &source{cleanup: func() {}, warn: func(msg string) { fmt.Fprintf(c.App.ErrWriter, "lieutenant: warning: %s\n", msg) }}
 	var remote releases.Remote
 	if releases.IsRemoteURL(arg) {
+		if offline {
+			return nil, usagef("--offline contacts nothing, and --repo %s is a remote URL: use a clone (its branch as last fetched) or drop --offline", releases.RedactURL(arg))
+		}
 		dir, err := os.MkdirTemp("", "lieutenant-repo-")
 		if err != nil {
-			return nil, fmt.Errorf("open deploy repository %s: %w", arg, err)
+			return nil, fmt.Errorf("open deploy repository %s: %w", releases.RedactURL(arg), err)
 		}
 		src.cleanup = func() { os.RemoveAll(dir) }
 		if src.repo, err = releases.InitCache(dir); err != nil {
@@ -66,7 +77,7 @@ func openSource(c *cli.Context, headFirst, inspect bool) (*source, error) {
 	} else {
 		repo, err := releases.Open(arg)
 		if err != nil {
-			return nil, err
+			return nil, badRepo(c, arg, err)
 		}
 		src.repo = repo
 		name := c.String("remote")
@@ -82,14 +93,35 @@ func openSource(c *cli.Context, headFirst, inspect bool) (*source, error) {
 		src.branch = c.String("branch")
 		return src, nil
 	}
-	if err := src.useRemote(c, remote, inspect && !releases.IsRemoteURL(arg)); err != nil {
+	if err := src.useRemote(c, remote, inspect && !releases.IsRemoteURL(arg), offline); err != nil {
 		src.Close()
 		return nil, err
 	}
 	return src, nil
 }
 
-func (src *source) useRemote(c *cli.Context, remote releases.Remote, inspect bool) error {
+// badRepo makes a --repo that names no repository invalid input, said the
+// way the user gave it.
+func badRepo(c *cli.Context, arg string, err error) error {
+	var what string
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		what = "no such file or directory"
+	case errors.Is(err, releases.ErrNotRepository):
+		what = "not a git repository (nor is any of its parents)"
+	default:
+		return err
+	}
+	if !c.IsSet("repo") {
+		abs, _ := filepath.Abs(arg)
+		return usagef("%s: %s: run lieutenant in a clone of the deploy repository, or name it with --repo PATH or URL", abs, what)
+	}
+	return usagef("--repo %s: %s: name a clone, a bare repository or a remote URL", arg, what)
+}
+
+// useRemote makes remote the source's; offline, it reads the branch as
+// last fetched instead of fetching it.
+func (src *source) useRemote(c *cli.Context, remote releases.Remote, inspect, offline bool) error {
 	remote.Auth = releases.RemoteAuth{Token: os.Getenv("LIEUTENANT_GIT_TOKEN"), TokenUser: os.Getenv("LIEUTENANT_GIT_USER")}
 	var gitSSH *transport.SSH
 	remote.Auth.SSH = func(user, hostport string) (*ssh.ClientConfig, func(), error) {
@@ -109,6 +141,14 @@ func (src *source) useRemote(c *cli.Context, remote releases.Remote, inspect boo
 		return err
 	}
 	src.branch = c.String("branch")
+	if offline {
+		if src.branch == "" {
+			if src.branch = src.repo.FetchedDefault(); src.branch == "" {
+				return usagef("--offline: %s does not record which branch %s's HEAD is (git remote set-head %s --auto): name it with --branch", src.repo.Path(), remote.Name, remote.Name)
+			}
+		}
+		return nil
+	}
 	if inspect {
 		src.early = src.inspectEarly(c)
 	}
@@ -153,13 +193,46 @@ func (src *source) refresh(c *cli.Context) (*releases.Snapshot, error) {
 }
 
 // snapshot reads --rev; by default the tip of the remote's manifest
-// branch as just fetched, or HEAD without a remote.
+// branch as just fetched, or HEAD without a remote. A --rev or --branch
+// that names nothing is invalid input.
 func (src *source) snapshot(c *cli.Context) (*releases.Snapshot, error) {
 	rev := c.String("rev")
 	if rev == "" && src.branch != "" {
 		rev = src.repo.Tracking(src.branch)
 	}
-	return src.repo.Snapshot(c.Context, rev)
+	snap, err := src.repo.Snapshot(c.Context, rev)
+	if !errors.Is(err, releases.ErrUnknownRevision) {
+		return snap, err
+	}
+	where := src.repo.Path()
+	if u := src.repo.RemoteURL(); u != "" {
+		where = u
+	}
+	switch {
+	case c.String("rev") != "":
+		// Snapshot's own reason, without the path it names again.
+		reason := err
+		if inner := errors.Unwrap(err); inner != nil {
+			reason = inner
+		}
+		return nil, usagef("--rev %s in %s: %v", c.String("rev"), where, reason)
+	case c.String("branch") != "":
+		return nil, usagef("--branch %s: %s has no branch of that name", src.branch, where)
+	}
+	return nil, err
+}
+
+// checkHistoryBranch refuses a history branch that is the manifest branch:
+// every record and lock would become a commit among the manifests.
+func (src *source) checkHistoryBranch(history string) error {
+	branch := src.branch
+	if branch == "" && src.repo.RemoteURL() == "" {
+		branch, _ = src.repo.HeadBranch() // detached: no branch to collide with
+	}
+	if branch != "" && history == branch {
+		return usagef("%s: history_branch %s is the manifest branch being deployed: name another one (default %s)", playbook.ConfigFile, history, releases.DefaultHistoryBranch)
+	}
+	return nil
 }
 
 // recordAt says how to read the file at path on branch with git: in this
@@ -185,6 +258,7 @@ func (src *source) history(ctx context.Context, branch string) (*releases.Histor
 	if err != nil {
 		return nil, err
 	}
+	hist = hist.WithWarnings(src.warn)
 	if branch == src.fresh {
 		return hist, nil
 	}
@@ -243,6 +317,9 @@ func openDeployment(c *cli.Context, inspect bool) (*deployment, error) {
 func (src *source) deployment(snap *releases.Snapshot, env string) (*deployment, error) {
 	dep, err := playbook.Load(snap, env)
 	if err != nil {
+		return nil, err
+	}
+	if err := src.checkHistoryBranch(dep.HistoryBranch); err != nil {
 		return nil, err
 	}
 	return &deployment{source: src, snap: snap, dep: dep}, nil

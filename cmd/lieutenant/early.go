@@ -49,7 +49,7 @@ func (src *source) inspectEarly(c *cli.Context) *earlyInspection {
 		return nil
 	}
 	dep, err := playbook.Load(snap, c.String("env"))
-	if err != nil {
+	if err != nil || src.checkHistoryBranch(dep.HistoryBranch) != nil {
 		return nil
 	}
 	hist, err := src.repo.History(dep.HistoryBranch)

@@ -17,7 +17,7 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1 // anything not below (Git errors, bugs)
-	exitInvalid     = 2 // bad command line or invalid files; nothing was contacted
+	exitInvalid     = 2 // bad command line or invalid files; no host was contacted
 	exitRefused     = 3 // stopped before changing any host
 	exitFailed      = 4 // the run changed hosts and did not succeed
 	exitInterrupted = 5 // stopped by a signal
@@ -27,7 +27,8 @@ const (
 const exitCodesHelp = `EXIT CODES:
    0  success (or nothing to do)
    1  error: Git, I/O or an unexpected failure
-   2  invalid input: bad flags or invalid files; nothing was contacted
+   2  invalid input: bad flags, a --repo, --rev, --branch or --env that names nothing,
+      a remote URL that would leak a secret, or invalid files; no host was contacted
    3  refused: stopped before changing any host (unreachable host, unknown host key,
       unreachable balancer, not enough capacity)
    4  failed: hosts were changed and the run did not succeed; see the summary
@@ -51,13 +52,14 @@ func exitCode(err error) int {
 		refused *playbook.RefusedError
 		runErr  *playbook.RunError
 		locked  *releases.LockedError
+		badURL  *releases.RemoteURLError
 	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &locked):
 		return exitLocked
-	case errors.As(err, &usage), errors.As(err, &invalid), errors.As(err, &unknown):
+	case errors.As(err, &usage), errors.As(err, &invalid), errors.As(err, &unknown), errors.As(err, &badURL):
 		return exitInvalid
 	case errors.As(err, &refused):
 		return exitRefused
@@ -73,7 +75,8 @@ func exitCode(err error) int {
 }
 
 // describeError renders an error for a person: what went wrong and, where
-// lieutenant knows, what to do about it.
+// lieutenant knows, what to do about it. It is printed through an
+// operatorStream, which hides secrets' values.
 func describeError(err error) string {
 	var (
 		invalid *playbook.ValidationError

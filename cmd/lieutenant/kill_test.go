@@ -17,10 +17,10 @@ import (
 	"github.com/lieutenant-deploy/lieutenant/testenv"
 )
 
-// killPoint is a moment to kill `lieutenant run` with SIGKILL: when its
-// progress shows line for the nth time (and after more), or while the
-// remote holds a push whose commit message matches hold (its pre-receive
-// hook waits, then takes the push, or with reject refuses it).
+// killPoint is a moment to kill `lieutenant run` with SIGKILL (or signal):
+// when its progress shows line for the nth time (and after more), or while
+// the remote holds a push whose commit message matches hold (its
+// pre-receive hook waits, then takes the push, or with reject refuses it).
 type killPoint struct {
 	name   string
 	line   string
@@ -31,6 +31,10 @@ type killPoint struct {
 	// slow makes each host take 2.5s more (a sleep step), so that its
 	// progress is written while it runs.
 	slow bool
+	// signal is sent instead of SIGKILL; with twice, again 200ms later,
+	// as a closed terminal's shell and kernel each send SIGHUP.
+	signal syscall.Signal
+	twice  bool
 }
 
 var killPoints = []killPoint{
@@ -160,6 +164,14 @@ gate:
 // returns what the run printed.
 func killRun(t *testing.T, args []string, p killPoint, remote string) string {
 	t.Helper()
+	out, _ := signalRun(t, args, p, remote)
+	return out
+}
+
+// signalRun is killRun that also returns, once the process ended, its
+// exit code (-1 when the signal ended it).
+func signalRun(t *testing.T, args []string, p killPoint, remote string) (string, int) {
+	t.Helper()
 	for _, f := range []string{"held", "done", "hold-pattern"} {
 		os.Remove(filepath.Join(remote, f))
 	}
@@ -222,10 +234,22 @@ func killRun(t *testing.T, args []string, p killPoint, remote string) string {
 	go func() { <-lines; exited <- cmd.Wait() }()
 	select {
 	case <-kill:
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		sig := p.signal
+		if sig == 0 {
+			sig = syscall.SIGKILL
+		}
+		if err := cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
-		<-exited
+		if p.twice {
+			time.AfterFunc(200*time.Millisecond, func() { _ = cmd.Process.Signal(sig) })
+		}
+		select {
+		case <-exited:
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatalf("%s: the run did not end after %v", p.name, sig)
+		}
 	case err := <-exited:
 		mu.Lock()
 		defer mu.Unlock()
@@ -248,7 +272,7 @@ func killRun(t *testing.T, args []string, p killPoint, remote string) string {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return printed.String()
+	return printed.String(), cmd.ProcessState.ExitCode()
 }
 
 // newRun is the one run id in after that is not in before, "" when none.

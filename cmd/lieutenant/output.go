@@ -8,7 +8,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -17,7 +20,98 @@ import (
 	"github.com/lieutenant-deploy/lieutenant/playbook"
 	"github.com/lieutenant-deploy/lieutenant/playbook/record"
 	"github.com/lieutenant-deploy/lieutenant/releases"
+	"github.com/lieutenant-deploy/lieutenant/transport"
 )
+
+// operatorStream is one of the operator's output streams. Everything
+// lieutenant prints goes through one, so that nothing from a host or a
+// record can take over the operator's terminal (termSafe), and no secret of
+// lieutenant's is shown (transport.Secrets, read when it is made). A stream that
+// fails (a pipe closed by `| head`, a terminal that hung up) is given up:
+// later writes are dropped and reported as written, so that no command
+// stops for losing its audience; lostNote says so for the run's record.
+type operatorStream struct {
+	name    string
+	w       io.Writer
+	secrets transport.Secrets
+
+	mu     sync.Mutex
+	lostAt time.Time
+	err    error // the write that failed; nil while the stream works
+}
+
+func newOperatorStream(name string, w io.Writer) *operatorStream {
+	return &operatorStream{name: name, w: w, secrets: transport.SecretsFromEnv()}
+}
+
+func (o *operatorStream) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		if _, err := io.WriteString(o.w, o.secrets.Redact(string(termSafe(p)))); err != nil {
+			o.err, o.lostAt = err, time.Now()
+		}
+	}
+	return len(p), nil
+}
+
+// lostNote is "" while the stream works, else when and how it was lost.
+func (o *operatorStream) lostNote() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		return ""
+	}
+	return fmt.Sprintf("the output to %s was lost at %s (%v); the run went on without it",
+		o.name, o.lostAt.UTC().Format(time.RFC3339), o.err)
+}
+
+// lostOutput notes which of the operator's streams were lost.
+func lostOutput(s streams) []string {
+	var notes []string
+	for _, w := range []io.Writer{s.out, s.err} {
+		if o, ok := w.(*operatorStream); ok {
+			if n := o.lostNote(); n != "" {
+				notes = append(notes, n)
+			}
+		}
+	}
+	return notes
+}
+
+// termSafe makes p safe to print on a terminal: control characters, with
+// which a host's output could clear the screen, move the cursor or retitle
+// the window, are shown as \u001b; newline and tab, which layouts need,
+// are kept, and a carriage return before a newline is dropped. Bytes that
+// are not UTF-8 become U+FFFD, as encoding/json makes them. In JSON, which
+// escapes C0 itself, \u007f for DEL or a C1 character is the same string.
+func termSafe(p []byte) []byte {
+	i := 0
+	for i < len(p) && (p[i] >= 0x20 && p[i] < 0x7f || p[i] == '\n' || p[i] == '\t') {
+		i++
+	}
+	if i == len(p) {
+		return p
+	}
+	out := append(make([]byte, 0, len(p)+16), p[:i]...)
+	for i < len(p) {
+		r, size := utf8.DecodeRune(p[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out = utf8.AppendRune(out, utf8.RuneError)
+		case r == '\r' && i+1 < len(p) && p[i+1] == '\n':
+			// A CRLF line end (output of Windows-minded tools): dropped.
+		case r == '\n' || r == '\t':
+			out = append(out, byte(r))
+		case unicode.IsControl(r):
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			out = append(out, p[i:i+size]...)
+		}
+		i += size
+	}
+	return out
+}
 
 // writeTable renders rows as plain aligned columns, like kubectl: easy to
 // read and to grep.
@@ -46,7 +140,8 @@ func writeTable(w io.Writer, header []string, rows [][]string) {
 	for _, r := range rows {
 		cells := make([]any, len(r))
 		for i, c := range r {
-			cells[i] = c
+			// Made safe here already so that columns are measured as printed.
+			cells[i] = string(termSafe([]byte(c)))
 		}
 		_ = t.Append(cells...)
 	}
@@ -251,6 +346,9 @@ func printResult(w io.Writer, rec *record.Run, where string) {
 	fmt.Fprintln(w)
 	for _, n := range rec.Next {
 		fmt.Fprintf(w, "  - %s\n", n)
+	}
+	for _, n := range rec.Notes {
+		fmt.Fprintf(w, "Note: %s\n", n)
 	}
 	if where != "" {
 		fmt.Fprintf(w, "Record: %s\n", where)

@@ -14,14 +14,15 @@ func planCommand(s streams) *cli.Command {
 		Usage: "show what a run would do: per host the installed and wanted versions, the batches and the steps",
 		Description: `Reads the environment at --rev, connects to every selected host over SSH (verifying
 its host key) and asks rpm which versions are installed. Changes nothing.
-With --offline no host is contacted and installed versions show as "?".
+With --offline nothing is contacted, not even the Git remote: a clone's manifest branch
+is read as last fetched, and installed versions show as "?".
 
 EXAMPLE:
    lieutenant plan --env production
    lieutenant plan --env production --offline --output json`,
 		Flags: append([]cli.Flag{
 			envFlag(),
-			&cli.BoolFlag{Name: "offline", Usage: "do not contact hosts; installed versions are unknown"},
+			&cli.BoolFlag{Name: "offline", Usage: "contact nothing (hosts, balancer, Git remote); installed versions are unknown"},
 			outputFlag(),
 		}, sshFlags()...),
 		Action: onDeployment(func(c *cli.Context, d *deployment) error {

@@ -199,6 +199,8 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 		Approver:  approver(c, s, hist, d.repo.Operator().Name),
 		Recorder:  run.held.recorder,
 		Observe:   progressPrinter(s.err, len(plan.Batches)),
+		// A lost stdout or stderr does not stop the run; its record says so.
+		Notes: func() []string { return lostOutput(s) },
 	}
 	runErr := runner.Run(ctx, d.dep.Environment, plan, rec)
 	run.held.outcome = string(rec.Outcome)
@@ -213,6 +215,9 @@ func (d *deployment) deploy(c *cli.Context, s streams, hist *releases.History, s
 			where = d.recordAt(hist.Branch(), path)
 		}
 		printResult(s.out, rec, where)
+	}
+	for _, n := range lostOutput(s) {
+		fmt.Fprintf(s.err, "lieutenant: %s\n", n) // reaches stderr if stdout was the one lost
 	}
 	return runErr
 }

@@ -31,8 +31,11 @@ EXAMPLE:
 				return err
 			}
 			defer repo.Close()
-			cfg, err := playbook.ValidateAll(snap)
+			cfg, err := playbook.ValidateAll(c.Context, snap)
 			if err != nil {
+				return err
+			}
+			if err := repo.checkHistoryBranch(cfg.HistoryBranch); err != nil {
 				return err
 			}
 			fmt.Fprintf(s.out, "ok: %s and %d environments (%s) at %s (%s)\n", playbook.ConfigFile,

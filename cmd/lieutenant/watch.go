@@ -96,10 +96,14 @@ func watch(c *cli.Context, s streams) error {
 			src.Close()
 		}
 	}()
+	checked := false
 	for {
 		var snap *releases.Snapshot
 		var envs []string
-		src, snap, envs = watchRound(c, src, logf)
+		var err error
+		if src, snap, envs, err = watchRound(c, src, &checked, logf); err != nil {
+			return err
+		}
 		for _, env := range envs {
 			if ctx.Err() != nil {
 				return nil
@@ -128,8 +132,11 @@ func watch(c *cli.Context, s streams) error {
 // watchRound brings the repository up to date (opening it the first
 // time, and again after a failure) and returns the manifest revision and
 // the environments to sync: --env, or every one of lieutenant.yaml there.
-// Problems are logged, and give no environments this round.
-func watchRound(c *cli.Context, src *source, logf func(string, ...any)) (*source, *releases.Snapshot, []string) {
+// Problems are logged, and give no environments this round; but until the
+// command line was once checked against the repository (*checked), a
+// mistake in it (a --repo, --rev or --branch that names nothing, an --env
+// lieutenant.yaml lacks) is returned: each round would only log it again.
+func watchRound(c *cli.Context, src *source, checked *bool, logf func(string, ...any)) (*source, *releases.Snapshot, []string, error) {
 	var snap *releases.Snapshot
 	var err error
 	if src == nil {
@@ -138,21 +145,34 @@ func watchRound(c *cli.Context, src *source, logf func(string, ...any)) (*source
 		snap, err = src.refresh(c)
 	}
 	if err != nil {
-		logf("watch: %v", err)
 		if src != nil {
 			src.Close()
 		}
-		return nil, nil, nil
+		if !*checked && exitCode(err) == exitInvalid {
+			return nil, nil, nil, err
+		}
+		logf("watch: %v", err)
+		return nil, nil, nil, nil
 	}
-	if envs := c.StringSlice("env"); len(envs) > 0 {
-		return src, snap, envs
+	envs := c.StringSlice("env")
+	if len(envs) > 0 && *checked {
+		return src, snap, envs, nil
 	}
 	cfg, err := playbook.LoadConfig(snap)
 	if err != nil {
 		logf("watch: %s at %s: %v", playbook.ConfigFile, snap.ShortHash, strings.ReplaceAll(err.Error(), "\n", "; "))
-		return src, snap, nil
+		return src, snap, nil, nil
 	}
-	return src, snap, cfg.Order
+	for _, env := range envs {
+		if _, ok := cfg.Environments[env]; !ok {
+			return src, nil, nil, &playbook.UnknownEnvironmentError{Name: env, Known: cfg.Order}
+		}
+	}
+	*checked = true
+	if len(envs) == 0 {
+		envs = cfg.Order
+	}
+	return src, snap, envs, nil
 }
 
 func syncEnvironment(c *cli.Context, s streams, src *source, snap *releases.Snapshot, env string, historyRefs *sync.Map) error {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -341,12 +342,7 @@ func TestWebhook(t *testing.T) {
 			if method == "" {
 				method = http.MethodPost
 			}
-			req := httptest.NewRequest(method, "/webhook", strings.NewReader(tt.body))
-			for k, v := range tt.header {
-				req.Header.Set(k, v)
-			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
+			rec := serveWebhook(h, method, tt.header, tt.body)
 
 			if rec.Code != tt.wantCode {
 				t.Errorf("status = %d, want %d (body %q)", rec.Code, tt.wantCode, rec.Body.String())
@@ -363,6 +359,16 @@ func TestWebhook(t *testing.T) {
 			checkWebhookLog(t, logs, tt.header, tt.body)
 		})
 	}
+}
+
+func serveWebhook(h http.Handler, method string, header map[string]string, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, "/webhook", strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }
 
 // checkWebhookLog wants one line that reveals no credential or body.
@@ -471,5 +477,132 @@ func TestCoalescerConcurrentNotify(t *testing.T) {
 	}
 	if n := len(c.C()); n != 1 {
 		t.Errorf("%d pending syncs after concurrent bursts, want 1", n)
+	}
+}
+
+// signedPush is a GitHub push of testPushBody with delivery id id, signed
+// with secret.
+func signedPush(secret, id string) map[string]string {
+	return map[string]string{
+		"X-GitHub-Event":      "push",
+		"X-GitHub-Delivery":   id,
+		"X-Hub-Signature-256": githubSign(secret, testPushBody),
+	}
+}
+
+func gitlabPush(token, id string) map[string]string {
+	return map[string]string{"X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": id, "X-Gitlab-Token": token}
+}
+
+// replayRecorder is a webhook handler whose notifications, log lines and
+// clock a test can see and move.
+type replayRecorder struct {
+	h    http.Handler
+	refs []string
+	logs []string
+	now  time.Time
+}
+
+func newReplayRecorder(cfg webhookConfig) *replayRecorder {
+	rr := &replayRecorder{now: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
+	cfg.GitHubSecret, cfg.GitLabToken = []byte(testGitHubSecret), []byte(testGitLabToken)
+	cfg.Now = func() time.Time { return rr.now }
+	rr.h = newWebhookHandler(cfg,
+		func(ref string) bool { rr.refs = append(rr.refs, ref); return true },
+		func(format string, args ...any) { rr.logs = append(rr.logs, fmt.Sprintf(format, args...)) })
+	return rr
+}
+
+// post sends one delivery and checks its status, its response line and
+// how many syncs have been queued so far.
+func (rr *replayRecorder) post(t *testing.T, header map[string]string, body string, wantCode int, wantBody string, wantSyncs int) {
+	t.Helper()
+	rec := serveWebhook(rr.h, http.MethodPost, header, body)
+	if rec.Code != wantCode || rec.Body.String() != wantBody+"\n" {
+		t.Errorf("status %d %q, want %d %q", rec.Code, rec.Body.String(), wantCode, wantBody)
+	}
+	if len(rr.refs) != wantSyncs {
+		t.Errorf("%d syncs queued, want %d", len(rr.refs), wantSyncs)
+	}
+}
+
+// The same delivery sent twice queues one sync: the repeat gets 200
+// "duplicate" and says so in the log.
+func TestWebhookReplay(t *testing.T) {
+	const id = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+	tests := []struct {
+		name   string
+		header map[string]string
+		body   string
+	}{
+		{"github", signedPush(testGitHubSecret, id), testPushBody},
+		{"gitlab", gitlabPush(testGitLabToken, id), `{"object_kind":"push","ref":"refs/heads/main"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rr := newReplayRecorder(webhookConfig{})
+			rr.post(t, tt.header, tt.body, http.StatusAccepted, "sync queued", 1)
+			rr.post(t, tt.header, tt.body, http.StatusOK, "duplicate", 1)
+			if len(rr.logs) != 2 || !strings.Contains(rr.logs[1], `delivery="`+id+`"`) || !strings.Contains(rr.logs[1], `outcome="duplicate"`) {
+				t.Errorf("log = %q, want the repeat logged with its delivery id as a duplicate", rr.logs)
+			}
+		})
+	}
+}
+
+// Only a verified delivery is remembered, and remembering an id does not
+// make a request carrying it any more trusted.
+func TestWebhookReplayNeedsVerification(t *testing.T) {
+	const id = "3c1f0a2e-0001"
+	rr := newReplayRecorder(webhookConfig{})
+	// Unsigned requests first: they must not burn the id of the real one.
+	rr.post(t, signedPush("not-the-secret", id), testPushBody, http.StatusUnauthorized, "bad signature", 0)
+	rr.post(t, gitlabPush("gl-token-wrong", id), testPushBody, http.StatusUnauthorized, "bad token", 0)
+	rr.post(t, signedPush(testGitHubSecret, id), testPushBody, http.StatusAccepted, "sync queued", 1)
+	rr.post(t, gitlabPush(testGitLabToken, id), testPushBody, http.StatusAccepted, "sync queued", 2)
+	// Now remembered: a forged or unsigned copy is still refused as before.
+	rr.post(t, signedPush("not-the-secret", id), testPushBody, http.StatusUnauthorized, "bad signature", 2)
+	rr.post(t, map[string]string{"X-GitHub-Event": "push", "X-GitHub-Delivery": id}, testPushBody,
+		http.StatusUnauthorized, "missing or malformed signature", 2)
+	rr.post(t, gitlabPush("", id), testPushBody, http.StatusUnauthorized, "bad token", 2)
+}
+
+// An id is remembered for the replay window from its first delivery, then
+// a repeat is handled as new; time is the handler's clock, not a sleep.
+func TestWebhookReplayWindow(t *testing.T) {
+	const id = "window-1"
+	rr := newReplayRecorder(webhookConfig{})
+	start := rr.now
+	rr.post(t, signedPush(testGitHubSecret, id), testPushBody, http.StatusAccepted, "sync queued", 1)
+	rr.now = start.Add(defaultReplayWindow - time.Second)
+	rr.post(t, signedPush(testGitHubSecret, id), testPushBody, http.StatusOK, "duplicate", 1)
+	rr.now = start.Add(defaultReplayWindow)
+	rr.post(t, signedPush(testGitHubSecret, id), testPushBody, http.StatusAccepted, "sync queued", 2)
+	rr.post(t, signedPush(testGitHubSecret, id), testPushBody, http.StatusOK, "duplicate", 2)
+}
+
+// At most ReplayMax ids are kept; the oldest is forgotten first.
+func TestWebhookReplayBounded(t *testing.T) {
+	rr := newReplayRecorder(webhookConfig{ReplayMax: 2})
+	for i, id := range []string{"a", "b", "c"} {
+		rr.post(t, signedPush(testGitHubSecret, id), testPushBody, http.StatusAccepted, "sync queued", i+1)
+	}
+	rr.post(t, signedPush(testGitHubSecret, "c"), testPushBody, http.StatusOK, "duplicate", 3)
+	rr.post(t, signedPush(testGitHubSecret, "a"), testPushBody, http.StatusAccepted, "sync queued", 4)
+}
+
+// What is not remembered: a delivery without an id (it cannot be told
+// from a new one) and one refused for its payload (sent again, it gets the
+// same answer, not a 200).
+func TestWebhookReplayNotRemembered(t *testing.T) {
+	rr := newReplayRecorder(webhookConfig{})
+	noID := map[string]string{"X-GitHub-Event": "push", "X-Hub-Signature-256": githubSign(testGitHubSecret, testPushBody)}
+	rr.post(t, noID, testPushBody, http.StatusAccepted, "sync queued", 1)
+	rr.post(t, noID, testPushBody, http.StatusAccepted, "sync queued", 2)
+
+	const bad = `{"ref":`
+	badPush := map[string]string{"X-GitHub-Event": "push", "X-GitHub-Delivery": "bad-1", "X-Hub-Signature-256": githubSign(testGitHubSecret, bad)}
+	for range 2 {
+		rr.post(t, badPush, bad, http.StatusBadRequest, "payload is not json (use content type application/json)", 2)
 	}
 }

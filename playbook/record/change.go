@@ -227,6 +227,8 @@ type End struct {
 	// Balancer maps host name to its server's state at the end, as
 	// "admin/health"; hosts it lacks keep what they had.
 	Balancer map[string]string
+	// Notes are added to the run's.
+	Notes []string
 }
 
 // Finish records the end of the run: hosts that never started are
@@ -252,6 +254,7 @@ func (r *Run) Finish(e End) {
 	r.Outcome, r.Reason, r.Waiting = e.Outcome, e.Reason, nil
 	r.FinishedAt, r.Duration = &at, FormatDuration(at.Sub(r.StartedAt))
 	r.Next = nextSteps(r)
+	r.Notes = append(r.Notes, e.Notes...)
 }
 
 // CheckResumable says whether the run can be continued: one whose process

@@ -8,7 +8,9 @@
 // Invariants:
 //   - A record read back passed validation: known outcome and statuses,
 //     batches numbered 1..n in order, every planned host in exactly one
-//     batch and listed once.
+//     batch and listed once under a plain file name, every host in no
+//     batch up to date, a wait only at a gate between two batches. Every
+//     change keeps it so, and its files parse back to the same record.
 //   - A host's file, once written, is never older than the host's entry in
 //     the run's file; readers prefer it. The run's file is written at the
 //     run's decisions, host files as hosts make progress (see Files).

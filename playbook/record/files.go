@@ -152,7 +152,8 @@ var (
 
 // validate checks what the runner and resume rely on: known statuses,
 // batches numbered 1..n in order, each planned host in exactly one batch
-// and listed once.
+// and listed once, under a name that can be its file's, hosts in no batch
+// up to date, and a wait at a gate between two batches.
 func (r *Run) validate() error {
 	var errs []error
 	if err := checkElem("id", r.ID); err != nil {
@@ -170,12 +171,24 @@ func (r *Run) validate() error {
 			errs = append(errs, fmt.Errorf("hosts[%d]: host %q is listed twice or has no name", i, h.Name))
 		}
 		batchOf[h.Name] = h.Batch
+		// A host's name is the name of its file.
+		if h.Name != "" && !elemRe.MatchString(h.Name) {
+			errs = append(errs, fmt.Errorf("hosts[%d]: name %q is not a host name (letters, digits, '.', '_', '-')", i, h.Name))
+		}
 		if !slices.Contains(hostStatuses, h.Status) {
 			errs = append(errs, fmt.Errorf("host %s: status %q is not one of %v", h.Name, h.Status, hostStatuses))
 		}
-		if h.Batch < 0 || h.Batch > len(r.Batches) {
+		switch {
+		case h.Batch < 0 || h.Batch > len(r.Batches):
 			errs = append(errs, fmt.Errorf("host %s: batch %d, but the run has %d batches", h.Name, h.Batch, len(r.Batches)))
+		case h.Batch == 0 && h.Status != HostUpToDate:
+			// A resume runs only the hosts of batches.
+			errs = append(errs, fmt.Errorf("host %s: status %s, but it is in no batch (only up-to-date hosts are)", h.Name, h.Status))
 		}
+	}
+	// approve answers the gate the run waits at.
+	if w := r.Waiting; w != nil && (w.Gate < 1 || w.Gate >= len(r.Batches)) {
+		errs = append(errs, fmt.Errorf("waiting: gate %d is not between two of the run's %d batches", w.Gate, len(r.Batches)))
 	}
 	seen := map[string]bool{}
 	for i, b := range r.Batches {

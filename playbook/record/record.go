@@ -64,7 +64,10 @@ type Run struct {
 	// Reason says in one line where and why a run that did not succeed stopped.
 	Reason string `yaml:"reason,omitempty" json:"reason,omitempty"`
 	// Next says what the operator should do now.
-	Next     []string `yaml:"next,omitempty" json:"next,omitempty"`
+	Next []string `yaml:"next,omitempty" json:"next,omitempty"`
+	// Notes are what the hosts do not show, such as the operator's output
+	// being lost while the run went on.
+	Notes    []string `yaml:"notes,omitempty" json:"notes,omitempty"`
 	Strategy string   `yaml:"strategy" json:"strategy"`
 	// Waiting is set while the run waits for an approval at a gate.
 	Waiting *Wait `yaml:"waiting,omitempty" json:"waiting,omitempty"`

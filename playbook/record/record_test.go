@@ -103,8 +103,9 @@ func TestFilesSplitAndReadBack(t *testing.T) {
 	}
 }
 
-func TestParseRefusesMalformedRecords(t *testing.T) {
-	good := `id: 2026-11-28T10-00-00Z-3f2a
+// goodRecord is a run's file as a person might write it: the least a
+// record lieutenant can act on has.
+const goodRecord = `id: 2026-11-28T10-00-00Z-3f2a
 environment: production
 outcome: running
 batches:
@@ -114,24 +115,37 @@ hosts:
   - {name: web-1, batch: 1, status: succeeded}
   - {name: web-2, batch: 2, status: running}
 `
-	if _, err := record.Parse([]byte(good), nil); err != nil {
+
+func TestParseRefusesMalformedRecords(t *testing.T) {
+	if _, err := record.Parse([]byte(goodRecord), nil); err != nil {
 		t.Fatalf("a good record: %v", err)
 	}
-	for _, tc := range []struct{ name, from, to, want string }{
-		{"batches from 0", "number: 1,", "number: 0,", "number 0, want 1"},
-		{"batches 7 and 8", "number: 2,", "number: 8,", "number 8, want 2"},
-		{"a batch host missing", "hosts: [web-2]", "hosts: [web-9]", "web-9 is not in the run's hosts"},
-		{"a host in two batches", "hosts: [web-2]", "hosts: [web-2, web-1]", "web-1 is in more than one batch"},
-		{"an unknown status", "status: running", "status: sleeping", `status "sleeping"`},
-		{"an unknown outcome", "outcome: running", "outcome: fine", `outcome "fine"`},
-		{"a host no batch lists", "hosts: [web-2]", "hosts: []", "batch 2 does not list it"},
+	for _, tc := range []struct {
+		name  string
+		edits []string // old, new, ... as for strings.NewReplacer
+		want  string
+	}{
+		{"batches from 0", []string{"number: 1,", "number: 0,"}, "number 0, want 1"},
+		{"batches 7 and 8", []string{"number: 2,", "number: 8,"}, "number 8, want 2"},
+		{"a batch host missing", []string{"hosts: [web-2]", "hosts: [web-9]"}, "web-9 is not in the run's hosts"},
+		{"a host in two batches", []string{"hosts: [web-2]", "hosts: [web-2, web-1]"}, "web-1 is in more than one batch"},
+		{"an unknown status", []string{"status: running", "status: sleeping"}, `status "sleeping"`},
+		{"an unknown outcome", []string{"outcome: running", "outcome: fine"}, `outcome "fine"`},
+		{"a host no batch lists", []string{"hosts: [web-2]", "hosts: []"}, "batch 2 does not list it"},
+		// Its file would be written elsewhere: runs/production/<run>/../web-2.yaml.
+		{"a host name that is a path", []string{"web-2", "../web-2"}, `hosts[1]: name "../web-2" is not a host name`},
+		// A resume would declare it in flight and never run it.
+		{"a running host in no batch", []string{"hosts: [web-2]", "hosts: []", "batch: 2, ", ""}, "host web-2: status running, but it is in no batch"},
+		// approve would record a decision on a gate that does not exist.
+		{"waiting at gate 0", []string{"outcome: running\n", "outcome: running\nwaiting: {gate: 0}\n"}, "waiting: gate 0 is not between two of the run's 2 batches"},
+		{"waiting after the last batch", []string{"outcome: running\n", "outcome: running\nwaiting: {gate: 2}\n"}, "waiting: gate 2 is not between two"},
 	} {
-		_, err := record.Parse([]byte(strings.Replace(good, tc.from, tc.to, 1)), nil)
+		_, err := record.Parse([]byte(strings.NewReplacer(tc.edits...).Replace(goodRecord)), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: err = %v, want one line with %q", tc.name, err, tc.want)
 		}
 	}
-	if _, err := record.Parse([]byte(good), map[string][]byte{"web-1": []byte("name: web-2\nstatus: failed\n")}); err == nil {
+	if _, err := record.Parse([]byte(goodRecord), map[string][]byte{"web-1": []byte("name: web-2\nstatus: failed\n")}); err == nil {
 		t.Error("a host file naming another host was accepted")
 	}
 }

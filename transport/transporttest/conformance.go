@@ -83,6 +83,21 @@ func RunConformance(t *testing.T, newRunner func(t *testing.T) transport.Runner)
 		}
 	})
 
+	t.Run("MaxOutput", func(t *testing.T) {
+		r := newRunner(t)
+		res, err := r.Run(ctxFor(t), transport.Command{Args: []string{"echo", "hello"}, MaxOutput: 6})
+		if err != nil || string(res.Stdout) != "hello\n" {
+			t.Errorf("stdout of exactly MaxOutput: %q, err %v; want %q, nil", res.Stdout, err, "hello\n")
+		}
+		res, err = r.Run(ctxFor(t), transport.Command{Args: []string{"echo", "hello", "world"}, MaxOutput: 6})
+		if !errors.Is(err, transport.ErrOutputLimit) {
+			t.Errorf("stdout over MaxOutput: err = %v, want one wrapping ErrOutputLimit", err)
+		}
+		if len(res.Stdout) > 6 {
+			t.Errorf("stdout over MaxOutput: kept %q, more than MaxOutput", res.Stdout)
+		}
+	})
+
 	t.Run("ExitStatus", func(t *testing.T) {
 		for _, tc := range []struct {
 			args []string
