@@ -242,7 +242,11 @@ func (h *HAProxy) command(ctx context.Context, cmd string) (string, error) {
 	_, err = io.WriteString(conn, cmd+"\n")
 	var reply []byte
 	if err == nil {
-		reply, err = io.ReadAll(io.LimitReader(conn, maxReply))
+		reply, err = io.ReadAll(io.LimitReader(conn, maxReply+1))
+	}
+	if err == nil && len(reply) > maxReply {
+		// Cut short, a table would lose rows: servers would seem gone.
+		err = fmt.Errorf("reply over %d MiB, refused", maxReply>>20)
 	}
 	if err != nil {
 		if cerr := ctxErr(ctx); cerr != nil {

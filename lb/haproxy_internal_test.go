@@ -1,7 +1,10 @@
 package lb
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -347,5 +350,36 @@ func TestValidHAProxyName(t *testing.T) {
 		if validHAProxyName(bad) {
 			t.Errorf("validHAProxyName(%q) = true", bad)
 		}
+	}
+}
+
+// A reply longer than maxReply is an error, not a table cut short.
+func TestCommandRefusesAnOversizedReply(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		bufio.NewReader(conn).ReadString('\n')
+		row := []byte(strings.Repeat("x", 1023) + "\n")
+		for range maxReply/len(row) + 1 {
+			if _, err := conn.Write(row); err != nil {
+				return
+			}
+		}
+	}()
+	h, err := NewHAProxy(l.Addr().String(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.command(context.Background(), "show stat")
+	if err == nil || !strings.Contains(err.Error(), "reply over 16 MiB") {
+		t.Fatalf("command = %v, want an error saying the reply is over 16 MiB", err)
 	}
 }

@@ -366,3 +366,24 @@ func TestSnapshotResolvesLikeGit(t *testing.T) {
 		}
 	}
 }
+
+// A file over the size lieutenant reads from Git is refused with its name,
+// not read into memory.
+func TestSnapshotRefusesAHugeFile(t *testing.T) {
+	testenv.RequireBinaries(t, "git")
+	dir := testenv.NewGitRepo(t, map[string]string{
+		"lieutenant.yaml": "environments: {}\n",
+		"huge.yaml":       strings.Repeat("# padding\n", 17<<20/10),
+	})
+	snap, err := openRepo(t, dir).Snapshot(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = snap.ReadFile("huge.yaml")
+	if err == nil || !strings.Contains(err.Error(), "huge.yaml") || !strings.Contains(err.Error(), "over the 16 MiB") {
+		t.Fatalf("ReadFile(huge.yaml) = %v, want an error naming the file and the 16 MiB limit", err)
+	}
+	if _, err := snap.ReadFile("lieutenant.yaml"); err != nil {
+		t.Errorf("ReadFile(lieutenant.yaml): %v", err)
+	}
+}

@@ -292,6 +292,11 @@ func (r *Repo) child(n node, elem string) (node, bool, error) {
 	return node{}, false, nil
 }
 
+// maxBlob bounds a file lieutenant reads from Git: deploy configuration,
+// run records, locks and approvals are kilobytes; a bigger file pushed to
+// a branch must not take lieutenant's memory with it.
+const maxBlob = 16 << 20
+
 // blob reads a whole blob. Deploy configuration is small; reading it at
 // once keeps the lock short and the returned files independent of it.
 // Called with r.mu held.
@@ -299,6 +304,9 @@ func (r *Repo) blob(h plumbing.Hash) ([]byte, error) {
 	b, err := object.GetBlob(r.storage, h)
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", h, err)
+	}
+	if b.Size > maxBlob {
+		return nil, fmt.Errorf("read blob %s: %d bytes, over the %d MiB lieutenant reads", h, b.Size, maxBlob>>20)
 	}
 	rd, err := b.Reader()
 	if err != nil {

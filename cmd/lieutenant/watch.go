@@ -24,9 +24,11 @@ func watchCommand(s streams) *cli.Command {
 --interval, and when a push webhook arrives (a burst of them leads to one sync). With
 --listen it serves POST /webhook for GitHub (X-Hub-Signature-256, HMAC-SHA256 with
 LIEUTENANT_WEBHOOK_SECRET) and GitLab (X-Gitlab-Token equal to LIEUTENANT_GITLAB_TOKEN);
-a request with a missing or bad signature gets 401 and triggers nothing. Pushes of the
+a request with a missing or bad signature gets 401 and triggers nothing, and a delivery
+answered in the last hour (its X-GitHub-Delivery or X-Gitlab-Event-UUID) gets 200
+"duplicate" and triggers nothing. Pushes of the
 history branch (lieutenant's own records) are ignored. A failed sync is logged and
-tried again at the next trigger. SIGINT or SIGTERM stops it; a rollout in progress is
+tried again at the next trigger. SIGINT, SIGTERM or SIGHUP stops it; a rollout in progress is
 interrupted the way run is (hosts in flight repaired, the record saved, the lock released).
 
 EXAMPLE:
