@@ -32,7 +32,7 @@ func TestGateCheckKeepsSecrets(t *testing.T) {
 	if err == nil {
 		t.Fatal("the run passed a gate check that exits 1")
 	}
-	if out := rec.Batches[0].Gate.Checks[0].Output; !strings.Contains(out, "LIEUTENANT_GIT_USER=ci\nREDACTED\nREDACTED") {
+	if out := string(rec.Batches[0].Gate.Checks[0].Output); !strings.Contains(out, "LIEUTENANT_GIT_USER=ci\nREDACTED\nREDACTED") {
 		t.Errorf("the check's output in the record:\n%s\nwant LIEUTENANT_GIT_USER alone and the token replaced", out)
 	}
 	s.recorder.mu.Lock()
@@ -60,7 +60,7 @@ func TestStepOutputSaysWhatWasDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := rec.Batches[0].Gate.Checks[0].Output
+	out := string(rec.Batches[0].Gate.Checks[0].Output)
 	if want := "[588895 bytes of output, the last 120 kept]\n99981\n"; !strings.HasPrefix(out, want) || !strings.HasSuffix(out, "\n100000") {
 		t.Errorf("output in the record:\n%s\nwant it to start with %q and end with 100000", out, want)
 	}

@@ -880,7 +880,7 @@ func TestRunDrainsAgainWhenTheBalancerForgot(t *testing.T) {
 		var outputs []string
 		h, _ := rec.Host(tt.host)
 		for _, st := range h.Steps {
-			outputs = append(outputs, st.Output)
+			outputs = append(outputs, string(st.Output))
 		}
 		if !slices.Contains(outputs, tt.again) {
 			t.Errorf("%s: no step says %q: %q", tt.host, tt.again, outputs)
@@ -923,7 +923,7 @@ func TestRunDrainAgainRefusedBelowMinimum(t *testing.T) {
 	if len(steps) != 2 || steps[1].Step != "balancer.drain" || steps[1].Status != record.StepFailed {
 		t.Fatalf("web-1 steps: %+v, want the drain and a failed drain again", steps)
 	}
-	if want := "before packages.install: web1 is back in service (ready/up, 0 sessions): drain web1: 2 of 4 servers in service, 1 would remain, minimum is 2: " + lb.ErrBelowMinimum.Error(); steps[1].Error != want {
+	if want := "before packages.install: web1 is back in service (ready/up, 0 sessions): drain web1: 2 of 4 servers in service, 1 would remain, minimum is 2: " + lb.ErrBelowMinimum.Error(); string(steps[1].Error) != want {
 		t.Errorf("web-1's failed step: %q\nwant %q", steps[1].Error, want)
 	}
 	if v := s.fleet.Host("web-1").Installed()["hello-web"]; v != v100 {

@@ -623,7 +623,7 @@ func (r *faultRun) stepOutput(host, kind string) string {
 	for _, h := range r.rec.Hosts {
 		for _, st := range h.Steps {
 			if h.Name == host && st.Step == kind {
-				out = append(out, st.Output+st.Error)
+				out = append(out, string(st.Output+st.Error))
 			}
 		}
 	}

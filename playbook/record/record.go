@@ -1,7 +1,10 @@
 package record
 
 import (
+	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Outcome is how a run ended (or that it has not yet).
@@ -149,16 +152,31 @@ type Step struct {
 	Status    StepStatus `yaml:"status" json:"status"`
 	StartedAt time.Time  `yaml:"started_at" json:"started_at"`
 	Duration  string     `yaml:"duration" json:"duration"`
-	Output    string     `yaml:"output,omitempty" json:"output,omitempty"`
-	Error     string     `yaml:"error,omitempty" json:"error,omitempty"`
+	Output    Text       `yaml:"output,omitempty" json:"output,omitempty"`
+	Error     Text       `yaml:"error,omitempty" json:"error,omitempty"`
+}
+
+// Text is a command's output or an error in a record: any text a host
+// may send.
+type Text string
+
+// MarshalYAML double-quotes multi-line text that starts with a blank (an
+// empty first line, an indented one), which yaml.v3 would write as a
+// literal block it cannot read back, making the whole record unreadable.
+func (t Text) MarshalYAML() (any, error) {
+	n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: string(t)}
+	if strings.Contains(n.Value, "\n") && strings.IndexAny(n.Value, " \t\n") == 0 {
+		n.Style = yaml.DoubleQuotedStyle
+	}
+	return n, nil
 }
 
 // NewStep records one step that started at start and took d; err is its
 // failure.
 func NewStep(kind string, start time.Time, d time.Duration, output string, err error) Step {
-	s := Step{Step: kind, Status: StepOK, StartedAt: start.UTC(), Duration: FormatDuration(d), Output: output}
+	s := Step{Step: kind, Status: StepOK, StartedAt: start.UTC(), Duration: FormatDuration(d), Output: Text(output)}
 	if err != nil {
-		s.Status, s.Error = StepFailed, err.Error()
+		s.Status, s.Error = StepFailed, Text(err.Error())
 	}
 	return s
 }
