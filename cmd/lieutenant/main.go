@@ -29,11 +29,15 @@ func main() {
 // Caught, not ignored: programs lieutenant starts get the default back.
 func stopOnSignals(cancel context.CancelCauseFunc) {
 	sigs := []os.Signal{syscall.SIGPIPE, syscall.SIGTERM}
+	quitOnSecond := []os.Signal{syscall.SIGTERM}
 	for _, s := range []os.Signal{os.Interrupt, syscall.SIGHUP} {
 		// nohup, or a background job of a script, starts lieutenant with
-		// these ignored; Notify would undo that.
+		// these ignored; Notify (or Reset) would undo that.
 		if !signal.Ignored(s) {
 			sigs = append(sigs, s)
+			if s == os.Interrupt {
+				quitOnSecond = append(quitOnSecond, s)
+			}
 		}
 	}
 	ch := make(chan os.Signal, 4)
@@ -46,7 +50,7 @@ func stopOnSignals(cancel context.CancelCauseFunc) {
 			}
 			stopping = true
 			cancel(fmt.Errorf("%v signal received", s))
-			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			signal.Reset(quitOnSecond...)
 		}
 	}()
 }
